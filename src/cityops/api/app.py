@@ -1,0 +1,96 @@
+"""The HTTP application: composes the API modules over one hub and turns every error into
+ProblemDetails."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..hub.context import ContextResolver, make_http_fetcher
+from ..hub.errors import InternalError, MethodNotAllowed, NgsiError, ResourceNotFound
+from ..hub.hub import Hub
+from ..settings import Settings
+from ..store.sqlite import SQLiteStore
+from .http import json_response, problem_response
+from .ngsi_ld import NgsiLdApi
+
+log = logging.getLogger("cityops.api")
+
+
+class CityOps:
+    """The running parts of one CityOps process: settings, store, hub, context resolver."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = SQLiteStore(
+            settings.database, synchronous=settings.sqlite_synchronous, cache_mb=settings.sqlite_cache_mb
+        )
+        self.hub = Hub(self.store, max_batch_size=settings.max_batch_size)
+        self.resolver = ContextResolver(
+            preloaded=settings.preload_contexts,
+            fetcher=make_http_fetcher(settings.context_fetch_timeout),
+            cache_size=settings.context_cache_size,
+        )
+
+    async def start(self) -> None:
+        await self.store.open()
+
+    async def stop(self) -> None:
+        await self.store.close()
+
+
+async def ngsi_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NgsiError)
+    if exc.status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
+    return problem_response(exc)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return problem_response(ResourceNotFound(f"no resource at {request.url.path}"))
+    if exc.status_code == 405:
+        return problem_response(MethodNotAllowed(f"{request.method} is not supported on {request.url.path}"))
+    error = NgsiError(str(exc.detail), status=exc.status_code, title="HTTP error")
+    error.kind = "InvalidRequest" if exc.status_code < 500 else "InternalError"
+    return problem_response(error)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s: unexpected failure", request.method, request.url.path)
+    return problem_response(InternalError("the server failed to handle this request; the failure is logged"))
+
+
+def create_app(settings: Settings | None = None, cityops: CityOps | None = None) -> Starlette:
+    settings = settings or Settings.load()
+    cityops = cityops or CityOps(settings)
+    api = NgsiLdApi(cityops.hub, cityops.resolver, settings)
+
+    async def health(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await cityops.start()
+        log.info("CityOps hub ready: NGSI-LD API at http://%s:%s/ngsi-ld/v1", settings.host, settings.port)
+        try:
+            yield
+        finally:
+            await cityops.stop()
+            log.info("CityOps hub stopped; all accepted changes are on disk")
+
+    app = Starlette(
+        routes=[Route("/health", health, methods=["GET"]), *api.routes()],
+        exception_handlers={NgsiError: ngsi_error, HTTPException: http_error, Exception: unexpected_error},
+        lifespan=lifespan,
+    )
+    app.state.cityops = cityops
+    return app

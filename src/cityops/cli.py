@@ -1,0 +1,131 @@
+"""The ``cityops`` command line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .settings import Settings, SettingsError, parse_preload_contexts
+
+app = typer.Typer(
+    name="cityops",
+    help=(
+        "CityOps, an open smart-city integrated platform.\n\n"
+        "It keeps everything a city knows as NGSI-LD entities with history, and serves the NGSI-LD API "
+        "on port 1026 like other context brokers. Settings come from flags, then CITYOPS_* environment "
+        "variables, then defaults: see 'cityops settings'."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+console = Console()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings.load(**overrides)
+    except SettingsError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _preload(values: Optional[list[str]]) -> Optional[dict[str, Path]]:
+    if not values:
+        return None
+    try:
+        return parse_preload_contexts(",".join(values))
+    except ValueError as exc:
+        console.print(f"[red]--preload-context:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="Address to listen on [env CITYOPS_HOST, default 127.0.0.1]."),
+    port: Optional[int] = typer.Option(None, help="Port to listen on [env CITYOPS_PORT, default 1026]."),
+    database: Optional[str] = typer.Option(
+        None, "--database", "-d", help="SQLite file for the hub's data [env CITYOPS_DATABASE, default cityops.db]."
+    ),
+    log_level: Optional[str] = typer.Option(None, help="debug, info, warning or error [env CITYOPS_LOG_LEVEL]."),
+    preload_context: Optional[list[str]] = typer.Option(
+        None,
+        "--preload-context",
+        help="Serve the @context at URL from FILE instead of fetching it: URL=FILE, repeatable "
+        "[env CITYOPS_PRELOAD_CONTEXTS, comma-separated].",
+    ),
+) -> None:
+    """Run the hub: the NGSI-LD API over HTTP, until interrupted."""
+    settings = load_settings(
+        host=host, port=port, database=database, log_level=log_level, preload_contexts=_preload(preload_context)
+    )
+    run_server(settings)
+
+
+def run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from .api.app import create_app
+
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower() if settings.log_level.lower() != "info" else "warning",
+        access_log=False,
+        lifespan="on",
+    )
+
+
+@app.command()
+def demo(
+    database: Optional[str] = typer.Option(
+        None, "--database", "-d", help="Where to keep the demo's data [default var/demo.db, recreated each run]."
+    ),
+    port: Optional[int] = typer.Option(None, help="Port to listen on [default 1026]."),
+    keep: bool = typer.Option(False, help="Keep an existing demo database instead of starting fresh."),
+) -> None:
+    """Start a hub on a fresh SQLite file with real-looking entities of Anyang-si, and print URLs to try."""
+    from .demo.anyang import prepare_demo
+
+    settings = load_settings(database=database or "var/demo.db", port=port)
+    configure_logging(settings.log_level)
+    prepare_demo(settings, fresh=not keep, console=console)
+    run_server(settings)
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """List every setting with its environment variable, default and current value."""
+    current = load_settings()
+    table = Table(title="CityOps settings (flag > environment > default)")
+    table.add_column("environment variable")
+    table.add_column("default")
+    table.add_column("current")
+    table.add_column("meaning")
+    for (env, default, meaning), name in zip(Settings.describe(), Settings.__dataclass_fields__):
+        table.add_row(env, default, str(getattr(current, name)), meaning)
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""Entities as the hub keeps them, and the parsing of NGSI-LD payloads into that form.
+
+The stored form is the NGSI-LD normalized form with every name expanded to its IRI::
+
+    {"id": "urn:ngsi-ld:Camera:1",
+     "type": ["https://smartdatamodels.org/dataModel.Device/Camera"],
+     "createdAt": "...", "modifiedAt": "...",
+     "attrs": {"https://uri.etsi.org/ngsi-ld/location": [{"type": "GeoProperty", "value": {...}}],
+               "https://.../status": [{"type": "Property", "value": "on", "observedAt": "..."}]}}
+
+``attrs`` maps an attribute IRI to its instances (more than one only with distinct ``datasetId``s).
+Inside an instance, the NGSI-LD member names (``value``, ``object``, ``observedAt``...) stay short;
+every other key is a sub-attribute, keyed by its IRI and holding one instance. Keys inside a
+Property's JSON value are data and are not expanded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .context import NGSI_LD, TermMap, looks_like_iri
+from .errors import BadRequestData
+from .geo import GEOMETRY_TYPES, validate_geometry
+from .timestamps import is_datetime
+
+Entity = dict[str, Any]
+Instance = dict[str, Any]
+
+NULL = "urn:ngsi-ld:null"
+ATTRIBUTE_TYPES = (
+    "Property",
+    "Relationship",
+    "GeoProperty",
+    "LanguageProperty",
+    "ListProperty",
+    "ListRelationship",
+    "VocabProperty",
+    "JsonProperty",
+)
+_TYPE_NAMES = {name: name for name in ATTRIBUTE_TYPES}
+_TYPE_NAMES.update({f"ngsi-ld:{name}": name for name in ATTRIBUTE_TYPES})
+_TYPE_NAMES.update({f"{NGSI_LD}{name}": name for name in ATTRIBUTE_TYPES})
+
+# The member that holds an attribute's data, per attribute type.
+DATA_MEMBER = {
+    "Property": "value",
+    "GeoProperty": "value",
+    "Relationship": "object",
+    "LanguageProperty": "languageMap",
+    "ListProperty": "valueList",
+    "ListRelationship": "objectList",
+    "VocabProperty": "vocab",
+    "JsonProperty": "json",
+}
+_INFER_FROM_MEMBER = {
+    "object": "Relationship",
+    "languageMap": "LanguageProperty",
+    "valueList": "ListProperty",
+    "objectList": "ListRelationship",
+    "vocab": "VocabProperty",
+    "json": "JsonProperty",
+}
+METADATA_MEMBERS = frozenset({"observedAt", "unitCode", "datasetId", "createdAt", "modifiedAt", "objectType", "lang"})
+SYSTEM_MEMBERS = frozenset({"createdAt", "modifiedAt", "deletedAt", "instanceId"})
+RESERVED_MEMBERS = frozenset(
+    {"type", "value", "object", "languageMap", "valueList", "objectList", "vocab", "json", "@context"}
+    | METADATA_MEMBERS
+    | SYSTEM_MEMBERS
+    | {"previousValue", "previousObject", "previousLanguageMap", "previousValueList", "previousObjectList"}
+    | {"previousVocab", "previousJson", "entity", "@id", "@type"}
+)
+ENTITY_MEMBERS = frozenset({"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt", "@id", "@type"})
+GEO_ATTRIBUTES = frozenset({NGSI_LD + "location", NGSI_LD + "observationSpace", NGSI_LD + "operationSpace"})
+_BAD_NAME_CHARS = frozenset('<>"\'=;()[]\\`{}|^ \t\r\n')
+
+
+def check_name(name: Any, what: str) -> str:
+    """A name of an attribute or type must be a non-empty string without characters the query language reserves."""
+    if not isinstance(name, str) or not name:
+        raise BadRequestData(f"{what} must be a non-empty string")
+    if any(c in _BAD_NAME_CHARS or ord(c) < 32 for c in name):
+        raise BadRequestData(f"{what} {name!r} contains a character that is not allowed in NGSI-LD names")
+    return name
+
+
+def check_entity_id(value: Any, what: str = "entity id") -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequestData(f"{what} must be a non-empty string")
+    if not looks_like_iri(value) or any(c in '<>"{}|\\^`' or ord(c) < 33 for c in value):
+        raise BadRequestData(f"{what} {value!r} is not a URI (e.g. urn:ngsi-ld:Camera:001)")
+    return value
+
+
+def parse_types(value: Any, terms: TermMap) -> list[str]:
+    """The entity type(s): a string or a non-empty list of strings, expanded."""
+    names = value if isinstance(value, list) else [value]
+    if not names:
+        raise BadRequestData("entity type must not be an empty list")
+    expanded: list[str] = []
+    for name in names:
+        check_name(name, "entity type")
+        iri = terms.expand(name)
+        if iri not in expanded:
+            expanded.append(iri)
+    return expanded
+
+
+def _parse_datetime_member(instance: dict[str, Any], member: str, where: str) -> None:
+    value = instance.get(member)
+    if value is not None and not is_datetime(value):
+        raise BadRequestData(f"{where}: {member} must be an ISO 8601 DateTime, got {value!r}")
+
+
+class AttributeParser:
+    """Parses attributes of a payload into stored instances, expanding names with one term map.
+
+    ``allow_null`` is for merge operations, where ``urn:ngsi-ld:null`` (or JSON null) marks
+    something to delete; the marker is kept as the data member's value for the merge to act on.
+    """
+
+    def __init__(self, terms: TermMap, *, allow_null: bool = False):
+        self.terms = terms
+        self.allow_null = allow_null
+
+    def attribute(self, iri: str, raw: Any, where: str) -> list[Instance]:
+        """All instances of one attribute (a list of instances means a multi-attribute)."""
+        if isinstance(raw, list) and raw and all(self._is_instance_object(item) for item in raw):
+            instances = [self.instance(iri, item, where) for item in raw]
+            seen: set[Any] = set()
+            for instance in instances:
+                dataset = instance.get("datasetId")
+                if dataset in seen:
+                    label = f"datasetId {dataset}" if dataset else "the default instance (no datasetId)"
+                    raise BadRequestData(f"{where}: {label} appears more than once")
+                seen.add(dataset)
+            return instances
+        return [self.instance(iri, raw, where)]
+
+    @staticmethod
+    def _is_instance_object(item: Any) -> bool:
+        if not isinstance(item, dict):
+            return False
+        kind = item.get("type")
+        if kind in _TYPE_NAMES:
+            return True
+        return "datasetId" in item or any(member in item for member in ("value", "object", "languageMap", "valueList", "objectList", "vocab", "json"))
+
+    def instance(self, iri: str, raw: Any, where: str) -> Instance:
+        if raw is None or raw == NULL:
+            if self.allow_null:
+                return {"type": "Property", "value": NULL}
+            raise BadRequestData(f"{where}: an attribute value must not be null")
+        if not isinstance(raw, dict):
+            return self._finish({"type": "Property", "value": raw}, iri, where)
+        declared = raw.get("type")
+        kind = _TYPE_NAMES.get(declared) if isinstance(declared, str) else None
+        if kind is None:
+            if declared in GEOMETRY_TYPES and "coordinates" in raw:
+                return self._finish({"type": "GeoProperty", "value": raw}, iri, where)
+            if declared is not None:
+                raise BadRequestData(
+                    f"{where}: attribute type must be one of {', '.join(ATTRIBUTE_TYPES)}, got {declared!r} "
+                    "(a JSON object value with a 'type' member must be sent in normalized form)"
+                )
+            kind = next((k for member, k in _INFER_FROM_MEMBER.items() if member in raw), None)
+            if kind is None:
+                if "value" not in raw:
+                    return self._finish({"type": "Property", "value": raw}, iri, where)
+                value = raw["value"]
+                geo_shaped = isinstance(value, dict) and value.get("type") in GEOMETRY_TYPES
+                kind = "GeoProperty" if geo_shaped and (iri in GEO_ATTRIBUTES or "coordinates" in value) else "Property"
+        instance: Instance = {"type": kind}
+        for member, member_value in raw.items():
+            if member == "type" or member in SYSTEM_MEMBERS or member == "@context":
+                continue
+            if member in RESERVED_MEMBERS:
+                instance[member] = member_value
+            else:
+                check_name(member, f"{where}: sub-attribute name")
+                sub_iri = self.terms.expand(member)
+                sub = self.attribute(sub_iri, member_value, f"{where}.{member}")
+                instance[sub_iri] = sub[0]
+        return self._finish(instance, iri, where)
+
+    def _finish(self, instance: Instance, iri: str, where: str) -> Instance:
+        kind = instance["type"]
+        if kind == "Property" and iri in GEO_ATTRIBUTES and isinstance(instance.get("value"), dict):
+            if instance["value"].get("type") in GEOMETRY_TYPES:
+                instance["type"] = kind = "GeoProperty"
+        member = DATA_MEMBER[kind]
+        if member not in instance:
+            raise BadRequestData(f"{where}: a {kind} needs a '{member}' member")
+        data = instance[member]
+        for other in ("value", "object", "languageMap", "valueList", "objectList", "vocab", "json"):
+            if other != member and other in instance:
+                raise BadRequestData(f"{where}: a {kind} has '{member}', not '{other}'")
+        if data is None or data == NULL:
+            if self.allow_null:
+                instance[member] = NULL
+                return instance
+            raise BadRequestData(f"{where}: the '{member}' of a {kind} must not be null")
+        if kind == "GeoProperty":
+            validate_geometry(data, where)
+        elif kind == "Relationship":
+            objects = data if isinstance(data, list) else [data]
+            if not objects:
+                raise BadRequestData(f"{where}: a Relationship needs at least one object")
+            for target in objects:
+                check_entity_id(target, f"{where}: relationship object")
+            if "objectType" in instance:
+                object_types = instance["objectType"]
+                names = object_types if isinstance(object_types, list) else [object_types]
+                expanded = [self.terms.expand(check_name(name, f"{where}: objectType")) for name in names]
+                instance["objectType"] = expanded if isinstance(object_types, list) else expanded[0]
+        elif kind == "LanguageProperty":
+            if not isinstance(data, dict) or not data:
+                raise BadRequestData(f"{where}: languageMap must be a non-empty object of language tag to text")
+            for tag, text in data.items():
+                strings = text if isinstance(text, list) else [text]
+                if not tag or not all(isinstance(s, str) for s in strings):
+                    raise BadRequestData(f"{where}: languageMap entries must map a language tag to text")
+        elif kind == "ListProperty":
+            if not isinstance(data, list):
+                raise BadRequestData(f"{where}: valueList must be an array")
+        elif kind == "ListRelationship":
+            if not isinstance(data, list):
+                raise BadRequestData(f"{where}: objectList must be an array")
+            normalized = []
+            for item in data:
+                target = item.get("object") if isinstance(item, dict) else item
+                normalized.append({"object": check_entity_id(target, f"{where}: objectList entry")})
+            instance["objectList"] = normalized
+        elif kind == "VocabProperty":
+            words = data if isinstance(data, list) else [data]
+            if not words or not all(isinstance(word, str) and word for word in words):
+                raise BadRequestData(f"{where}: vocab must be a term or a list of terms")
+            expanded_words = [self.terms.expand(word) for word in words]
+            instance["vocab"] = expanded_words if isinstance(data, list) else expanded_words[0]
+        elif kind == "JsonProperty":
+            if not isinstance(data, (dict, list)):
+                raise BadRequestData(f"{where}: json must be a JSON object or array")
+        _parse_datetime_member(instance, "observedAt", where)
+        if "unitCode" in instance and not isinstance(instance["unitCode"], str):
+            raise BadRequestData(f"{where}: unitCode must be a string (a UN/CEFACT code such as CEL)")
+        if "datasetId" in instance:
+            check_entity_id(instance["datasetId"], f"{where}: datasetId")
+        if "lang" in instance and not isinstance(instance["lang"], str):
+            raise BadRequestData(f"{where}: lang must be a language tag")
+        return instance
+
+    def attributes(self, body: dict[str, Any], *, skip: Iterable[str] = ENTITY_MEMBERS) -> dict[str, list[Instance]]:
+        """Every attribute of an entity fragment, keyed by IRI."""
+        skip = frozenset(skip)
+        attrs: dict[str, list[Instance]] = {}
+        for name, raw in body.items():
+            if name in skip:
+                continue
+            check_name(name, "attribute name")
+            iri = self.terms.expand(name)
+            if iri in attrs:
+                raise BadRequestData(f"attribute {name} appears twice (two names for one IRI)")
+            attrs[iri] = self.attribute(iri, raw, name)
+        return attrs
+
+
+def parse_entity(body: Any, terms: TermMap, *, now: str, id_required: bool = True) -> Entity:
+    """Validate an entity payload and return it in stored form with fresh system timestamps."""
+    if not isinstance(body, dict):
+        raise BadRequestData("an entity must be a JSON object")
+    entity_id = body.get("id", body.get("@id"))
+    if entity_id is None:
+        if id_required:
+            raise BadRequestData("the entity has no 'id'")
+    else:
+        check_entity_id(entity_id)
+    raw_type = body.get("type", body.get("@type"))
+    if raw_type is None:
+        raise BadRequestData("the entity has no 'type'")
+    entity: Entity = {"id": entity_id, "type": parse_types(raw_type, terms), "createdAt": now, "modifiedAt": now}
+    if "scope" in body:
+        entity["scope"] = parse_scope(body["scope"])
+    attrs = AttributeParser(terms).attributes(body)
+    stamp_new_attributes(attrs, now)
+    entity["attrs"] = attrs
+    return entity
+
+
+def parse_scope(value: Any) -> list[str]:
+    scopes = value if isinstance(value, list) else [value]
+    for scope in scopes:
+        if not isinstance(scope, str) or not scope.startswith("/"):
+            raise BadRequestData(f"scope must be a string (or list of strings) starting with '/', got {scope!r}")
+    return scopes
+
+
+def stamp_new_attributes(attrs: dict[str, list[Instance]], now: str) -> None:
+    for instances in attrs.values():
+        for instance in instances:
+            _stamp(instance, now, None)
+
+
+def _stamp(instance: Instance, now: str, created: str | None) -> None:
+    instance["createdAt"] = created or now
+    instance["modifiedAt"] = now
+    for key, sub in instance.items():
+        if key not in RESERVED_MEMBERS and isinstance(sub, dict):
+            _stamp(sub, now, sub.get("createdAt") if created else None)
+
+
+def stamp_replacing(new: Instance, old: Instance | None, now: str) -> Instance:
+    """System timestamps for ``new`` taking the place of ``old``: creation time carries over."""
+    _stamp(new, now, old.get("createdAt") if old else None)
+    return new
+
+
+def find_instance(instances: list[Instance], dataset_id: str | None) -> int | None:
+    for index, instance in enumerate(instances):
+        if instance.get("datasetId") == dataset_id:
+            return index
+    return None
+
+
+def data_of(instance: Instance) -> Any:
+    """The data member of an instance: a Property's value, a Relationship's object, and so on."""
+    return instance.get(DATA_MEMBER.get(instance.get("type", "Property"), "value"))

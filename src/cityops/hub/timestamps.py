@@ -1,0 +1,30 @@
+"""DateTime values as NGSI-LD writes them (ISO 8601, UTC, 'Z')."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def now_iso() -> str:
+    """The current time in UTC with millisecond precision, e.g. ``2026-11-23T17:25:40.123Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_datetime(text: str) -> datetime:
+    """Parse an ISO 8601 date-time with a 'T' (a bare date is not a DateTime); naive means UTC."""
+    if not isinstance(text, str) or "T" not in text:
+        raise ValueError(f"not an ISO 8601 DateTime: {text!r}")
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def is_datetime(text: object) -> bool:
+    if not isinstance(text, str):
+        return False
+    try:
+        parse_datetime(text)
+    except ValueError:
+        return False
+    return True

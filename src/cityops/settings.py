@@ -1,0 +1,155 @@
+"""One settings object for the whole process.
+
+Every setting has a default, an environment variable (``CITYOPS_*``) and usually a CLI flag.
+A CLI flag beats the environment, the environment beats the default. ``docs/configuration.md``
+lists them all; ``Settings.describe()`` prints the same table from this file, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected one of 1/0, true/false, yes/no, on/off, got {text!r}")
+
+
+def parse_preload_contexts(text: str) -> dict[str, Path]:
+    """Parse ``URL=FILE,URL=FILE`` into a mapping of context URL to local file."""
+    pairs: dict[str, Path] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        url, sep, path = item.partition("=")
+        if not sep or not url or not path:
+            raise ValueError(f"expected URL=FILE, got {item!r}")
+        pairs[url.strip()] = Path(path.strip())
+    return pairs
+
+
+def _setting(default: Any, env: str, help: str, parse: Any = str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "CITYOPS_HOST", "Address the HTTP server listens on.")
+    port: int = _setting(1026, "CITYOPS_PORT", "TCP port of the HTTP server (1026, as NGSI-LD brokers use).", int)
+    database: str = _setting(
+        "cityops.db",
+        "CITYOPS_DATABASE",
+        "Where the hub keeps its data: a SQLite file path (default), or ':memory:' for a throw-away hub. "
+        "Other tenants live in files beside it (<database>.tenants/<tenant>.db).",
+    )
+    log_level: str = _setting("info", "CITYOPS_LOG_LEVEL", "debug, info, warning or error.")
+    preload_contexts: dict[str, Path] = _setting(
+        None,
+        "CITYOPS_PRELOAD_CONTEXTS",
+        "User @context documents served from local files instead of the network, as URL=FILE pairs "
+        "separated by commas (the CLI flag --preload-context URL=FILE is repeatable).",
+        parse_preload_contexts,
+    )
+    context_fetch_timeout: float = _setting(
+        5.0, "CITYOPS_CONTEXT_FETCH_TIMEOUT", "Seconds to wait for a remote @context before answering 503.", float
+    )
+    context_cache_size: int = _setting(
+        256, "CITYOPS_CONTEXT_CACHE_SIZE", "How many resolved @context documents are kept in memory.", int
+    )
+    max_body_bytes: int = _setting(
+        4 * 1024 * 1024, "CITYOPS_MAX_BODY_BYTES", "Largest request body accepted; larger ones get 413.", int
+    )
+    default_page_size: int = _setting(20, "CITYOPS_DEFAULT_PAGE_SIZE", "Entities per page when no limit is given.", int)
+    max_page_size: int = _setting(
+        1000, "CITYOPS_MAX_PAGE_SIZE", "Largest limit a query may ask for; more gets 403 TooManyResults.", int
+    )
+    max_batch_size: int = _setting(
+        10000, "CITYOPS_MAX_BATCH_SIZE", "Largest number of entities in one batch operation.", int
+    )
+    sqlite_synchronous: str = _setting(
+        "NORMAL",
+        "CITYOPS_SQLITE_SYNCHRONOUS",
+        "SQLite synchronous mode. NORMAL (default, WAL) survives a process crash; FULL also survives power loss.",
+    )
+    sqlite_cache_mb: int = _setting(64, "CITYOPS_SQLITE_CACHE_MB", "SQLite page cache per tenant database, in MiB.", int)
+
+    def __post_init__(self) -> None:
+        if self.preload_contexts is None:
+            object.__setattr__(self, "preload_contexts", {})
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port must be between 1 and 65535, got {self.port}")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise SettingsError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+        if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise SettingsError(f"sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA, got {self.sqlite_synchronous!r}")
+        if self.default_page_size < 1 or self.max_page_size < self.default_page_size:
+            raise SettingsError("default_page_size must be >= 1 and <= max_page_size")
+        for url, path in self.preload_contexts.items():
+            if not Path(path).is_file():
+                raise SettingsError(f"preloaded @context {url} points at {path}, which is not a readable file")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then ``CITYOPS_*`` variables, then explicit overrides (CLI flags); ``None`` overrides are ignored."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            env_name = spec.metadata["env"]
+            if env_name in environ and environ[env_name] != "":
+                parse = spec.metadata["parse"]
+                try:
+                    values[spec.name] = _parse_bool(environ[env_name]) if parse is bool else parse(environ[env_name])
+                except ValueError as exc:
+                    raise SettingsError(f"{env_name}: {exc}") from None
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            if name == "preload_contexts":
+                merged = dict(values.get(name) or {})
+                merged.update(value)
+                value = merged
+            values[name] = value
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(environment variable, default, help) for every setting: the source of docs/configuration.md."""
+        rows = []
+        for spec in dataclasses.fields(cls):
+            default = spec.default if spec.default is not None else ""
+            rows.append((spec.metadata["env"], str(default), spec.metadata["help"]))
+        return rows
+
+
+def configuration_markdown() -> str:
+    """The text of docs/configuration.md (a test keeps the file equal to this)."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every setting comes from, in order of precedence: a CLI flag of `cityops serve` (where one exists),",
+        "an environment variable, the default. `cityops settings` prints the values in effect.",
+        "This file is generated from `src/cityops/settings.py` (`python -m cityops.settings > docs/configuration.md`).",
+        "",
+        "| environment variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    for env, default, meaning in Settings.describe():
+        lines.append(f"| `{env}` | `{default}` | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(configuration_markdown(), end="")
