@@ -69,16 +69,15 @@ class Term:
 
     def matches(self, entity: Entity) -> bool:
         if self.op == "exists":
-            return any(True for _ in values_at(entity, self.path))
+            return path_exists(entity, self.path)
         if self.op == "!exists":
-            return not any(True for _ in values_at(entity, self.path))
-        found = list(values_at(entity, self.path))
-        if not found:
-            return False
+            return not path_exists(entity, self.path)
         if self.op in ("!=", "!~="):
+            if not path_exists(entity, self.path):
+                return False
             positive = self.op[1:] if self.op == "!~=" else "=="
-            return not any(self._compare(value, positive) for value in found)
-        return any(self._compare(value, self.op) for value in found)
+            return not any(self._compare(value, positive) for value in values_at(entity, self.path))
+        return any(self._compare(value, self.op) for value in values_at(entity, self.path))
 
     def _compare(self, value: Any, op: str) -> bool:
         if op == "~=":
@@ -181,8 +180,8 @@ def _descend(value: Any, keys: tuple[str, ...]) -> Iterator[Any]:
         yield from _descend(value[keys[0]], keys[1:])
 
 
-def values_at(entity: Entity, path: Path) -> Iterator[Any]:
-    """Every value found at ``path`` in ``entity`` (none when the path does not exist)."""
+def _instances_at(entity: Entity, path: Path) -> Iterator[tuple[Any, str | None]]:
+    """The instances (or sub-attribute instances) a path names, with the metadata member it ends in."""
     for instance in entity["attrs"].get(path.attr, ()):
         current: Any = instance
         metadata: str | None = None
@@ -193,14 +192,38 @@ def values_at(entity: Entity, path: Path) -> Iterator[Any]:
             current = current.get(step) if isinstance(current, dict) else None
             if current is None:
                 break
-        if current is None:
-            continue
+        if current is not None:
+            yield current, metadata
+
+
+def _has_keys(value: Any, keys: tuple[str, ...]) -> bool:
+    if not keys:
+        return True
+    if isinstance(value, list):
+        return any(_has_keys(item, keys) for item in value)
+    return isinstance(value, dict) and keys[0] in value and _has_keys(value[keys[0]], keys[1:])
+
+
+def path_exists(entity: Entity, path: Path) -> bool:
+    """Whether the attribute (sub-attribute, metadata member, or member inside the value) is there."""
+    for instance, metadata in _instances_at(entity, path):
         if metadata is not None:
-            member = current.get(metadata)
+            if instance.get(metadata) is not None:
+                return True
+        elif any(_has_keys(value, path.keys) for value in _instance_values(instance)):
+            return True
+    return False
+
+
+def values_at(entity: Entity, path: Path) -> Iterator[Any]:
+    """Every value found at ``path`` in ``entity`` (none when the path does not exist)."""
+    for instance, metadata in _instances_at(entity, path):
+        if metadata is not None:
+            member = instance.get(metadata)
             if member is not None:
                 yield member
             continue
-        for value in _instance_values(current):
+        for value in _instance_values(instance):
             if value is not None:
                 yield from _descend(value, path.keys)
 
@@ -343,6 +366,8 @@ class _Parser:
         if _NUMBER_RE.match(raw):
             number = float(raw)
             return int(raw) if number.is_integer() and re.fullmatch(r"-?\d+", raw) else number
+        if any(c in raw for c in '<>=!~"\'()'):
+            raise self.error(f"unexpected characters in value {raw!r} (quote text values)")
         if "T" in raw and raw[:1].isdigit():
             try:
                 return DateTimeLiteral(raw, parse_datetime(raw))
