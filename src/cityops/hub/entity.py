@@ -141,7 +141,7 @@ class AttributeParser:
         if not isinstance(item, dict):
             return False
         kind = item.get("type")
-        if kind in _TYPE_NAMES:
+        if isinstance(kind, str) and kind in _TYPE_NAMES:
             return True
         return "datasetId" in item or any(member in item for member in ("value", "object", "languageMap", "valueList", "objectList", "vocab", "json"))
 

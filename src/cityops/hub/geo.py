@@ -55,7 +55,7 @@ def validate_geometry(value: Any, where: str = "geometry") -> BaseGeometry:
     if not isinstance(value, dict):
         raise BadRequestData(f"{where}: a GeoJSON geometry must be an object with 'type' and 'coordinates'")
     kind = value.get("type")
-    if kind not in _DEPTH:
+    if not isinstance(kind, str) or kind not in _DEPTH:
         raise BadRequestData(f"{where}: geometry type must be one of {', '.join(GEOMETRY_TYPES)}, got {kind!r}")
     coordinates = value.get("coordinates")
     if coordinates is None:
