@@ -1,0 +1,84 @@
+"""The real server process: `cityops serve` over TCP, and what survives kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(database: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cityops", "serve", "--port", str(port), "--database", str(database), "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stdout.read().decode() if process.stdout else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not start within 30 s")
+
+
+def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
+    port = free_port()
+    database = tmp_path / "crash.db"
+    server = start_server(database, port)
+    base = f"http://127.0.0.1:{port}/ngsi-ld/v1"
+    acknowledged = []
+    try:
+        with httpx.Client(timeout=5) as client:
+            for i in range(300):
+                entity = {"id": f"urn:ngsi-ld:Meter:{i}", "type": "WaterMeter", "reading": {"type": "Property", "value": i}}
+                if client.post(f"{base}/entities", json=entity).status_code == 201:
+                    acknowledged.append(entity["id"])
+            batch = [{"id": f"urn:ngsi-ld:Meter:b{i}", "type": "WaterMeter", "reading": {"type": "Property", "value": i}} for i in range(500)]
+            assert client.post(f"{base}/entityOperations/upsert", json=batch).status_code == 201
+            acknowledged += [e["id"] for e in batch]
+            assert client.patch(f"{base}/entities/urn:ngsi-ld:Meter:7/attrs/reading", json={"value": 700}).status_code == 204
+    finally:
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait()
+    assert len(acknowledged) == 800
+
+    server = start_server(database, port)
+    try:
+        with httpx.Client(timeout=5) as client:
+            count = client.get(f"{base}/entities", params={"type": "WaterMeter", "count": "true", "limit": "0"})
+            assert count.headers["NGSILD-Results-Count"] == "800"
+            assert client.get(f"{base}/entities/urn:ngsi-ld:Meter:7").json()["reading"]["value"] == 700
+            assert client.get(f"{base}/entities", params={"type": "WaterMeter", "q": "reading>=499", "count": "true", "limit": "0"}).headers[
+                "NGSILD-Results-Count"
+            ] == "2"  # Meter:7 (700) and Meter:b499
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_cli_help_reads_like_a_manual() -> None:
+    output = subprocess.run([sys.executable, "-m", "cityops", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("serve", "demo", "settings"):
+        assert command in output
+    serve_help = subprocess.run([sys.executable, "-m", "cityops", "serve", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--preload-context" in serve_help and "CITYOPS_PORT" in serve_help
