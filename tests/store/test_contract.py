@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -54,38 +54,56 @@ async def opened(make_store) -> Any:
     return store
 
 
+async def insert(store: Any, *entities: dict, tenant: str = "") -> None:
+    def work(current, writes) -> None:
+        for item in entities:
+            writes.insert(item)
+
+    await store.write(tenant, [e["id"] for e in entities], work)
+
+
+async def delete(store: Any, *ids: str) -> None:
+    def work(current, writes) -> None:
+        for entity_id in ids:
+            if current[entity_id] is not None:
+                writes.delete(current[entity_id], NOW)
+
+    await store.write("", list(ids), work)
+
+
 def test_insert_get_replace_delete(make_store) -> None:
     async def scenario() -> None:
         store = await opened(make_store)
         first = entity(1, temperature=20)
-        async with store.transaction("") as tx:
-            await tx.insert(first)
+        await insert(store, first)
         assert await store.get("", "urn:ngsi-ld:Thing:1") == first
         second = dict(first, attrs={**first["attrs"], TERMS.expand("temperature"): [{"type": "Property", "value": 25}]})
-        async with store.transaction("") as tx:
-            await tx.replace(second, first)
+        _, changes = await store.write("", [first["id"]], lambda current, writes: writes.replace(second, current[first["id"]]))
+        assert [c.kind for c in changes] == ["updated"] and changes[0].before == first
         found = await store.query("", EntityQuery(q=parse_q("temperature==25", TERMS)))
         assert [e["id"] for e in found.entities] == ["urn:ngsi-ld:Thing:1"]
         assert (await store.query("", EntityQuery(q=parse_q("temperature==20", TERMS)))).entities == []
-        async with store.transaction("") as tx:
-            await tx.delete(second)
+        await delete(store, second["id"])
         assert await store.get("", "urn:ngsi-ld:Thing:1") is None
+        assert (await store.query("", EntityQuery(q=parse_q("temperature==25", TERMS)))).entities == []
         await store.close()
 
     run(scenario())
 
 
-def test_a_failed_transaction_leaves_nothing(make_store) -> None:
+def test_a_unit_of_work_that_raises_leaves_nothing(make_store) -> None:
     async def scenario() -> None:
         store = await opened(make_store)
+
+        def failing(current, writes) -> None:
+            writes.insert(entity(1, temperature=1))
+            raise RuntimeError("crash in the middle")
+
         with pytest.raises(RuntimeError):
-            async with store.transaction("") as tx:
-                await tx.insert(entity(1, temperature=1))
-                raise RuntimeError("crash in the middle")
+            await store.write("", ["urn:ngsi-ld:Thing:1"], failing)
         assert await store.get("", "urn:ngsi-ld:Thing:1") is None
         assert (await store.query("", EntityQuery(q=parse_q("temperature==1", TERMS)))).entities == []
-        async with store.transaction("") as tx:
-            await tx.insert(entity(2, temperature=1))
+        await insert(store, entity(2, temperature=1))
         assert [e["id"] for e in (await store.query("", EntityQuery(q=parse_q("temperature==1", TERMS)))).entities] == [
             "urn:ngsi-ld:Thing:2"
         ]
@@ -94,17 +112,23 @@ def test_a_failed_transaction_leaves_nothing(make_store) -> None:
     run(scenario())
 
 
-def test_savepoint_undoes_only_its_block(make_store) -> None:
+def test_concurrent_units_see_each_others_writes_in_order(make_store) -> None:
     async def scenario() -> None:
         store = await opened(make_store)
-        async with store.transaction("") as tx:
-            await tx.insert(entity(1))
-            with pytest.raises(ValueError):
-                async with tx.savepoint():
-                    await tx.insert(entity(2))
-                    raise ValueError("this one fails")
-        assert await store.get("", "urn:ngsi-ld:Thing:1") is not None
-        assert await store.get("", "urn:ngsi-ld:Thing:2") is None
+        await insert(store, entity(1, counter=0))
+        counter = TERMS.expand("counter")
+
+        def increment(current, writes) -> int:
+            previous = current["urn:ngsi-ld:Thing:1"]
+            value = previous["attrs"][counter][0]["value"] + 1
+            writes.replace(dict(previous, attrs={counter: [{"type": "Property", "value": value}]}), previous)
+            return value
+
+        results = await asyncio.gather(*(store.write("", ["urn:ngsi-ld:Thing:1"], increment) for _ in range(200)))
+        assert sorted(r[0] for r in results) == list(range(1, 201))
+        assert (await store.get("", "urn:ngsi-ld:Thing:1"))["attrs"][counter][0]["value"] == 200
+        found = await store.query("", EntityQuery(q=parse_q("counter==200", TERMS), count=True))
+        assert found.count == 1
         await store.close()
 
     run(scenario())
@@ -113,10 +137,8 @@ def test_savepoint_undoes_only_its_block(make_store) -> None:
 def test_data_survives_reopening(make_store) -> None:
     async def scenario() -> None:
         store = await opened(make_store)
-        async with store.transaction("") as tx:
-            await tx.insert(entity(1, temperature=3))
-        async with store.transaction("tenant-b") as tx:
-            await tx.insert(entity(2, temperature=4))
+        await insert(store, entity(1, temperature=3))
+        await insert(store, entity(2, temperature=4), tenant="tenant-b")
         await store.close()
         again = await opened(make_store)
         assert (await again.get("", "urn:ngsi-ld:Thing:1"))["attrs"]
@@ -132,9 +154,8 @@ def test_data_survives_reopening(make_store) -> None:
 def test_geo_query_uses_exact_geometry(make_store) -> None:
     async def scenario() -> None:
         store = await opened(make_store)
-        async with store.transaction("") as tx:
-            for i, (lon, lat) in enumerate([(126.9568, 37.3943), (126.9600, 37.3943), (126.9568, 37.4100)]):
-                await tx.insert(entity(i, location={"type": "Point", "coordinates": [lon, lat]}))
+        points = [(126.9568, 37.3943), (126.9600, 37.3943), (126.9568, 37.4100)]
+        await insert(store, *(entity(i, location={"type": "Point", "coordinates": [lon, lat]}) for i, (lon, lat) in enumerate(points)))
         near = GeoQuery("near;maxDistance==400", {"type": "Point", "coordinates": [126.9568, 37.3943]}, TERMS.expand("location"))
         result = await store.query("", EntityQuery(geo=near, count=True))
         assert [e["id"] for e in result.entities] == ["urn:ngsi-ld:Thing:0", "urn:ngsi-ld:Thing:1"]
@@ -208,14 +229,9 @@ def test_store_answers_equal_the_plain_decision(make_store, bodies, q_text, type
         store = make_store()
         await store.open()
         try:
-            async with store.transaction("") as tx:
-                for existing in await tx.get_many([f"urn:ngsi-ld:Thing:{i}" for i in range(20)]):
-                    await tx.delete((await tx.get(existing)))
-                stored = []
-                for number, body in enumerate(bodies):
-                    item = entity(number, **body)
-                    await tx.insert(item)
-                    stored.append(item)
+            await delete(store, *(f"urn:ngsi-ld:Thing:{i}" for i in range(20)))
+            stored = [entity(number, **body) for number, body in enumerate(bodies)]
+            await insert(store, *stored)
             selectors = (Selector(types=parse_type_selection(types, TERMS)),) if types else None
             query = EntityQuery(selectors=selectors, q=parse_q(q_text, TERMS), limit=5, offset=offset, count=True)
             expected = [e["id"] for e in stored if query.matches(e)]
@@ -231,9 +247,7 @@ def test_store_answers_equal_the_plain_decision(make_store, bodies, q_text, type
 def test_regular_expression_filters_use_python_semantics(make_store) -> None:
     async def scenario() -> None:
         store = await opened(make_store)
-        async with store.transaction("") as tx:
-            for number in range(12):
-                await tx.insert(entity(number))
+        await insert(store, *(entity(number) for number in range(12)))
         query = EntityQuery(selectors=(Selector(id_pattern=re.compile(r"Thing:1\d$")),))
         assert [e["id"] for e in (await store.query("", query)).entities] == ["urn:ngsi-ld:Thing:10", "urn:ngsi-ld:Thing:11"]
         await store.close()
@@ -241,5 +255,57 @@ def test_regular_expression_filters_use_python_semantics(make_store) -> None:
     run(scenario())
 
 
-async def _unused() -> AsyncIterator[None]:  # pragma: no cover - keeps typing quiet for async generators
-    yield None
+
+points = st.tuples(st.floats(126.90, 127.00), st.floats(37.35, 37.45)).map(lambda p: [round(p[0], 6), round(p[1], 6)])
+boxes = st.tuples(points, st.floats(0.001, 0.05), st.floats(0.001, 0.05)).map(
+    lambda b: [[b[0], [b[0][0] + b[1], b[0][1]], [b[0][0] + b[1], b[0][1] + b[2]], [b[0][0], b[0][1] + b[2]], b[0]]]
+)
+geometries = st.one_of(
+    points.map(lambda p: {"type": "Point", "coordinates": p}),
+    boxes.map(lambda ring: {"type": "Polygon", "coordinates": ring}),
+    st.tuples(points, points).filter(lambda t: t[0] != t[1]).map(lambda t: {"type": "LineString", "coordinates": list(t)}),
+)
+geo_queries = st.one_of(
+    st.tuples(st.sampled_from(["near;maxDistance==", "near;minDistance=="]), st.integers(10, 8000), points).map(
+        lambda t: (f"{t[0]}{t[1]}", {"type": "Point", "coordinates": t[2]})
+    ),
+    st.tuples(st.sampled_from(["within", "intersects", "disjoint"]), boxes).map(lambda t: (t[0], {"type": "Polygon", "coordinates": t[1]})),
+    st.tuples(st.sampled_from(["contains", "intersects", "equals"]), points).map(lambda t: (t[0], {"type": "Point", "coordinates": t[1]})),
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(located=st.lists(geometries, min_size=1, max_size=25), geo_query=geo_queries, offset=st.integers(0, 2))
+def test_geo_answers_equal_the_plain_decision(make_store, located, geo_query, offset) -> None:
+    georel, geometry = geo_query
+
+    async def scenario() -> None:
+        store = make_store()
+        await store.open()
+        try:
+            await delete(store, *(f"urn:ngsi-ld:Thing:{i}" for i in range(30)))
+            stored = [entity(number, location={"type": "GeoProperty", "value": g}) for number, g in enumerate(located)]
+            await insert(store, *stored)
+            query = EntityQuery(geo=GeoQuery(georel, geometry, TERMS.expand("location")), limit=10, offset=offset, count=True)
+            expected = {e["id"] for e in stored if query.matches(e)}
+            result = await store.query("", query)
+            assert result.count == len(expected), georel
+            returned = [e["id"] for e in result.entities]
+            assert set(returned) <= expected and len(returned) == min(10, max(0, len(expected) - offset))
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_near_results_come_nearest_first(make_store) -> None:
+    async def scenario() -> None:
+        store = await opened(make_store)
+        distances = [900, 100, 500, 300, 700]
+        await insert(store, *(entity(i, location={"type": "Point", "coordinates": [126.95 + d / 88_000, 37.39]}) for i, d in enumerate(distances)))
+        near = GeoQuery("near;maxDistance==1000", {"type": "Point", "coordinates": [126.95, 37.39]}, TERMS.expand("location"))
+        result = await store.query("", EntityQuery(geo=near))
+        assert [e["id"] for e in result.entities] == [f"urn:ngsi-ld:Thing:{i}" for i in (1, 3, 2, 4, 0)]
+        await store.close()
+
+    run(scenario())

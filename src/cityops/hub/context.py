@@ -36,12 +36,12 @@ def is_core_context_url(url: str) -> bool:
     return bool(_CORE_URL_RE.match(url))
 
 
+_IRI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s]+")
+
+
 def looks_like_iri(text: str) -> bool:
-    """An absolute IRI: a scheme, a colon, and no whitespace."""
-    scheme, sep, rest = text.partition(":")
-    return bool(sep) and bool(rest) and scheme[:1].isalpha() and all(c.isalnum() or c in "+-." for c in scheme) and not any(
-        c.isspace() for c in text
-    )
+    """An absolute IRI: a scheme, a colon, something after it, and no whitespace."""
+    return _IRI.fullmatch(text) is not None
 
 
 def _load_core_definitions() -> dict[str, Any]:

@@ -16,6 +16,7 @@ Property's JSON value are data and are not expanded.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
 from .context import NGSI_LD, TermMap, looks_like_iri
@@ -71,14 +72,15 @@ RESERVED_MEMBERS = frozenset(
 )
 ENTITY_MEMBERS = frozenset({"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt", "@id", "@type"})
 GEO_ATTRIBUTES = frozenset({NGSI_LD + "location", NGSI_LD + "observationSpace", NGSI_LD + "operationSpace"})
-_BAD_NAME_CHARS = frozenset('<>"\'=;()[]\\`{}|^ \t\r\n')
+_BAD_NAME = re.compile(r'[<>"\'=;()\[\]\\`{}|^\s\x00-\x1f\x7f]')
+_BAD_ID = re.compile(r'[<>"{}|\\^`\x00-\x20\x7f]')
 
 
 def check_name(name: Any, what: str) -> str:
     """A name of an attribute or type must be a non-empty string without characters the query language reserves."""
     if not isinstance(name, str) or not name:
         raise BadRequestData(f"{what} must be a non-empty string")
-    if any(c in _BAD_NAME_CHARS or ord(c) < 32 for c in name):
+    if _BAD_NAME.search(name):
         raise BadRequestData(f"{what} {name!r} contains a character that is not allowed in NGSI-LD names")
     return name
 
@@ -86,7 +88,7 @@ def check_name(name: Any, what: str) -> str:
 def check_entity_id(value: Any, what: str = "entity id") -> str:
     if not isinstance(value, str) or not value:
         raise BadRequestData(f"{what} must be a non-empty string")
-    if not looks_like_iri(value) or any(c in '<>"{}|\\^`' or ord(c) < 33 for c in value):
+    if not looks_like_iri(value) or _BAD_ID.search(value):
         raise BadRequestData(f"{what} {value!r} is not a URI (e.g. urn:ngsi-ld:Camera:001)")
     return value
 

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import shapely
 from shapely.geometry import shape
@@ -50,8 +51,19 @@ def _check_positions(items: Any, depth: int, where: str) -> None:
 _DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2, "MultiPolygon": 3}
 
 
-def validate_geometry(value: Any, where: str = "geometry") -> BaseGeometry:
-    """Check a GeoJSON geometry object and return it as a shapely geometry (BadRequestData if unusable)."""
+def validate_geometry(value: Any, where: str = "geometry") -> None:
+    """Check a GeoJSON geometry object (BadRequestData, with the reason, if it is unusable)."""
+    if isinstance(value, dict) and value.get("type") == "Point":
+        coordinates = value.get("coordinates")
+        if coordinates is None:
+            raise BadRequestData(f"{where}: a Point needs 'coordinates'")
+        _check_position(coordinates, where)
+        return
+    geometry_of(value, where)
+
+
+def geometry_of(value: Any, where: str = "geometry") -> BaseGeometry:
+    """A checked GeoJSON geometry object as a shapely geometry (BadRequestData if unusable)."""
     if not isinstance(value, dict):
         raise BadRequestData(f"{where}: a GeoJSON geometry must be an object with 'type' and 'coordinates'")
     kind = value.get("type")
@@ -143,9 +155,9 @@ class GeoQuery:
         elif modifier:
             raise BadRequestData(f"georel {relation} takes no modifier, got {modifier!r}")
         self.geojson = geometry
-        self.shape = validate_geometry(geometry, "geo-query geometry")
+        self.shape = geometry_of(geometry, "geo-query geometry")
         self.geoproperty = geoproperty
-        self._point = (geometry["coordinates"][0], geometry["coordinates"][1]) if geometry["type"] == "Point" else None
+        self.point = (geometry["coordinates"][0], geometry["coordinates"][1]) if geometry["type"] == "Point" else None
         centroid = self.shape.centroid
         self._lon0, self._lat0 = centroid.x, centroid.y
         self._kx = math.radians(1) * EARTH_RADIUS_M * math.cos(math.radians(self._lat0))
@@ -168,21 +180,59 @@ class GeoQuery:
         return shapely.transform(geometry, lambda xy: (xy - [lon0, lat0]) * [kx, ky])
 
     def distance_m(self, geometry: BaseGeometry | None, point: tuple[float, float] | None) -> float:
-        if point is not None and self._point is not None:
-            return haversine_m(point[0], point[1], self._point[0], self._point[1])
+        if point is not None and self.point is not None:
+            return haversine_m(point[0], point[1], self.point[0], self.point[1])
         if self._projected is None:
             self._projected = self._project(self.shape)
             shapely.prepare(self._projected)
         target = geometry if geometry is not None else shapely.Point(point)
         return float(self._projected.distance(self._project(target)))
 
+    def near_points(self, rows: list[tuple[int, float, float]]) -> list[tuple[int, float]]:
+        """(rid, metres) of the rows (rid, lon, lat) within the near-query's distance of its point.
+
+        Distances are computed for all rows at once in a local equirectangular projection; only
+        those within a thin band around the limit are decided by the exact great-circle distance.
+        """
+        if not rows or self.point is None:
+            return []
+        data = np.asarray(rows, dtype=float)
+        lon0, lat0 = self.point
+        kx = math.radians(1) * EARTH_RADIUS_M * math.cos(math.radians(lat0))
+        ky = math.radians(1) * EARTH_RADIUS_M
+        approx = np.hypot((data[:, 1] - lon0) * kx, (data[:, 2] - lat0) * ky)
+        limit = self.max_distance if self.max_distance is not None else self.min_distance or 0.0
+        band = 1e-3 * limit + 1e-6 * limit * limit / 1000 + 0.01
+        result = []
+        for (rid, lon, lat), distance in zip(rows, approx.tolist()):
+            if abs(distance - limit) <= band:
+                distance = haversine_m(lon, lat, lon0, lat0)
+            if self.distance_ok(distance):
+                result.append((rid, distance))
+        return result
+
+    def matching_points(self, rows: list[tuple[int, float, float]]) -> list[int]:
+        """The rids of the rows (rid, lon, lat) whose point satisfies the query (not for near)."""
+        if not rows:
+            return []
+        if self.relation in ("within", "intersects", "disjoint"):
+            data = np.asarray(rows, dtype=float)
+            if self.relation == "within":
+                hits = shapely.contains_xy(self.shape, data[:, 1], data[:, 2])
+            else:
+                hits = shapely.intersects_xy(self.shape, data[:, 1], data[:, 2])
+                if self.relation == "disjoint":
+                    hits = ~hits
+            return [row[0] for row, hit in zip(rows, hits.tolist()) if hit]
+        return [rid for rid, lon, lat in rows if self.matches_point(lon, lat)]
+
     def matches_point(self, lon: float, lat: float) -> bool:
         if self.relation == "near":
             distance = self.distance_m(None, (lon, lat))
-            return self._distance_ok(distance)
+            return self.distance_ok(distance)
         return self.matches_geometry(shapely.Point(lon, lat))
 
-    def _distance_ok(self, distance: float) -> bool:
+    def distance_ok(self, distance: float) -> bool:
         if self.max_distance is not None:
             return distance <= self.max_distance
         return distance >= (self.min_distance or 0.0)
@@ -190,7 +240,7 @@ class GeoQuery:
     def matches_geometry(self, geometry: BaseGeometry) -> bool:
         relation = self.relation
         if relation == "near":
-            return self._distance_ok(self.distance_m(geometry, None))
+            return self.distance_ok(self.distance_m(geometry, None))
         if relation == "within":
             return bool(geometry.within(self.shape))
         if relation == "contains":

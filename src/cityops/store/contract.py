@@ -3,18 +3,21 @@ the same test suite (``tests/store``). No SQL leaves a backend.
 
 Entities cross this boundary in the hub's stored form (``cityops.hub.entity``). A backend keeps
 them, answers ``EntityQuery`` selections exactly (using its indexes where it can and
-``EntityQuery.matches`` where it cannot), and runs writes in transactions.
+``EntityQuery.matches`` where it cannot), and applies units of work (``cityops.hub.changes``)
+atomically.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import AsyncContextManager, Protocol
+from typing import Protocol, TypeVar
 
+from ..hub.changes import Change, UnitOfWork
 from ..hub.entity import Entity
 from ..hub.query import EntityQuery
 
 DEFAULT_TENANT = ""
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,25 +41,6 @@ class AttributeSummary:
     kinds: set[str] = field(default_factory=set)
 
 
-class Transaction(Protocol):
-    """Writes of one tenant that become visible together, or not at all."""
-
-    async def get(self, entity_id: str) -> Entity | None: ...
-
-    async def get_many(self, entity_ids: list[str]) -> dict[str, Entity]: ...
-
-    async def insert(self, entity: Entity) -> None:
-        """Add a new entity; the caller has checked that its id is free."""
-
-    async def replace(self, entity: Entity, previous: Entity) -> None:
-        """Store ``entity`` in place of ``previous`` (same id), re-indexing what changed."""
-
-    async def delete(self, entity: Entity) -> None: ...
-
-    def savepoint(self) -> AsyncContextManager[None]:
-        """A nested unit: if the block raises, only its writes are undone."""
-
-
 class Store(Protocol):
     async def open(self) -> None: ...
 
@@ -64,8 +48,11 @@ class Store(Protocol):
 
     async def tenant_exists(self, tenant: str) -> bool: ...
 
-    def transaction(self, tenant: str) -> AsyncContextManager[Transaction]:
-        """A write transaction; creates the tenant if it does not exist yet."""
+    async def write(self, tenant: str, entity_ids: list[str], work: UnitOfWork[T]) -> tuple[T, list[Change]]:
+        """Run a unit of work atomically: load the named entities (None where absent), call ``work``,
+        apply the writes it recorded, commit. Creates the tenant if needed. If ``work`` raises,
+        nothing is written and the exception propagates. Returns what ``work`` returned and the
+        committed changes, in order."""
 
     async def get(self, tenant: str, entity_id: str) -> Entity | None: ...
 

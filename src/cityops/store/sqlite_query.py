@@ -1,0 +1,364 @@
+"""Reading a tenant's SQLite database: entity lookups, queries and discovery.
+
+A query is compiled to SQL over the index tables where the indexes answer exactly; what they
+cannot decide exactly (sub-attribute paths, regular expressions, DateTime comparisons, the exact
+geometry test) runs as ``EntityQuery.matches`` over the candidates SQL returned, which are then
+always a superset of the answer.
+
+The reader has its own connection, used only on the event loop's thread; WAL lets it read while
+the writer thread writes. Each read sees the last committed state.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Iterable
+
+import orjson
+
+from shapely.geometry import shape
+
+from ..hub.entity import Entity
+from ..hub.geo import GeoQuery
+from ..hub.query import EntityQuery, Selector
+from ..hub.query_language import And, DateTimeLiteral, Node, Or, Term
+from .contract import AttributeSummary, QueryResult, TypeSummary
+from .sqlite_geo import cover
+from .sqlite_schema import BOOLEAN, INDEXED_KINDS, KIND_NAME, NUMBER, STRING, IriCache, load_kinds
+
+
+class _SqlCondition:
+    """A WHERE fragment with its parameters; ``exact`` is False when it only narrows candidates."""
+
+    __slots__ = ("sql", "params", "exact")
+
+    def __init__(self, sql: str, params: list[Any] | None = None, exact: bool = True):
+        self.sql, self.params, self.exact = sql, params or [], exact
+
+
+TRUE_INEXACT = _SqlCondition("1", exact=False)
+FALSE = _SqlCondition("0")
+TRUE = _SqlCondition("1")
+
+
+class Reader:
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+        self.iris = IriCache(connection)
+        self._kinds: dict[int, set[int]] = load_kinds(connection)
+        self._data_version = self._version()
+
+    def _version(self) -> int:
+        return self.connection.execute("PRAGMA data_version").fetchone()[0]
+
+    def _refresh(self) -> None:
+        """Another connection committed since the last read: reload what may have grown."""
+        version = self._version()
+        if version != self._data_version:
+            self._data_version = version
+            self._kinds = load_kinds(self.connection)
+
+    def _known(self, iri: str) -> int | None:
+        return self.iris.id(iri, create=False)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def get(self, entity_id: str) -> Entity | None:
+        row = self.connection.execute("SELECT doc FROM entities WHERE id = ?", (entity_id,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def count(self) -> int:
+        return self.connection.execute("SELECT count(*) FROM entities").fetchone()[0]
+
+    def read(self, function: Any, *args: Any) -> Any:
+        """Run several statements against one snapshot."""
+        self._refresh()
+        self.connection.execute("BEGIN")
+        try:
+            return function(*args)
+        finally:
+            self.connection.execute("COMMIT")
+
+    def query(self, query: EntityQuery) -> QueryResult:
+        return self.read(self._query, query)
+
+    def _query(self, query: EntityQuery) -> QueryResult:
+        conditions = self._conditions(query)
+        if any(condition is FALSE for condition in conditions):
+            return QueryResult([], 0 if query.count else None)
+        where = " AND ".join(f"({c.sql})" for c in conditions) or "1"
+        params = [p for c in conditions for p in c.params]
+        sql_exact = all(c.exact for c in conditions) and query.scope is None
+        c = self.connection
+        if sql_exact and query.geo is None:
+            total = None
+            if query.count:
+                total = c.execute(f"SELECT count(*) FROM entities e WHERE {where}", params).fetchone()[0]
+            if query.limit == 0:
+                return QueryResult([], total)
+            rows = c.execute(
+                f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.rid LIMIT ? OFFSET ?",
+                [*params, query.limit, query.offset],
+            )
+            return QueryResult([orjson.loads(doc) for (doc,) in rows], total)
+        return self._query_with_filter(query, where, params, sql_exact)
+
+    def _query_with_filter(self, query: EntityQuery, where: str, params: list[Any], sql_exact: bool) -> QueryResult:
+        """Decide candidates exactly, in result order, and keep the page (and the count)."""
+        if query.geo is not None:
+            ordered = [rid for _, rid in self._geo_matches(query.geo, where, params)]
+            if sql_exact:
+                page_rids = ordered[query.offset : query.offset + query.limit]
+                return QueryResult(self._docs(page_rids), len(ordered) if query.count else None)
+            candidates: Iterable[tuple[int, Entity]] = ((rid, self._doc(rid)) for rid in ordered)
+        else:
+            candidates = (
+                (rid, orjson.loads(doc))
+                for rid, doc in self.connection.execute(f"SELECT e.rid, e.doc FROM entities e WHERE {where} ORDER BY e.rid", params)
+            )
+        wanted_end = query.offset + query.limit
+        page: list[Entity] = []
+        matched = 0
+        for _, entity in candidates:
+            if not query.matches(entity):
+                continue
+            matched += 1
+            if query.offset < matched <= wanted_end:
+                page.append(entity)
+            elif matched > wanted_end and not query.count:
+                break
+        return QueryResult(page, matched if query.count else None)
+
+    def _geo_matches(self, geo: GeoQuery, where: str, params: list[Any]) -> list[tuple[float, int]]:
+        """(order key, rid) of every entity whose GeoProperty satisfies ``geo`` and whose row satisfies
+        ``where``, in result order: by distance for ``near``, else by creation order."""
+        attr_id = self._known(geo.geoproperty)
+        if attr_id is None:
+            return []
+        box = geo.bbox()
+        join = "" if where == "1" else " JOIN entities e ON e.rid = g.rid"
+        condition = "" if where == "1" else f" AND ({where})"
+        found: dict[int, float] = {}
+        near_point = geo.relation == "near" and geo.point is not None
+
+        # points, through their Z-order keys
+        if box is None:
+            rows = self.connection.execute(
+                f"SELECT g.rid, g.lon, g.lat FROM geo_points g{join} WHERE g.attr_id = ?{condition}", [attr_id, *params]
+            ).fetchall()
+        else:
+            ranges = cover(*box)
+            values = ",".join("(?, ?)" for _ in ranges)
+            sql = (
+                f"WITH ranges (low, high) AS (VALUES {values}) SELECT g.rid, g.lon, g.lat FROM ranges r "
+                f"CROSS JOIN geo_points g{join} WHERE g.attr_id = ? AND g.cell BETWEEN r.low AND r.high{condition}"
+            )
+            rows = self.connection.execute(sql, [x for pair in ranges for x in pair] + [attr_id, *params]).fetchall()
+        if near_point:
+            for rid, distance in geo.near_points(rows):
+                if rid not in found or distance < found[rid]:
+                    found[rid] = distance
+        else:
+            for rid in geo.matching_points(rows):
+                found[rid] = float(rid)
+
+        # other geometries, through the R*Tree
+        if box is None:
+            shapes = self.connection.execute(
+                f"SELECT g.rid, g.geojson FROM geo_shapes g{join} WHERE g.attr_id = ?{condition}", [attr_id, *params]
+            )
+        else:
+            min_lon, min_lat, max_lon, max_lat = box
+            shapes = self.connection.execute(
+                f"SELECT g.rid, g.geojson FROM geo_rtree t JOIN geo_shapes g ON g.gid = t.gid{join} WHERE t.min_lon <= ? "
+                f"AND t.max_lon >= ? AND t.min_lat <= ? AND t.max_lat >= ? AND g.attr_id = ?{condition}",
+                [max_lon, min_lon, max_lat, min_lat, attr_id, *params],
+            )
+        for rid, geojson in shapes:
+            geometry = shape(orjson.loads(geojson))
+            if geo.relation == "near":
+                distance = geo.distance_m(geometry, None)
+                if geo.distance_ok(distance) and (rid not in found or distance < found[rid]):
+                    found[rid] = distance
+            elif geo.matches_geometry(geometry):
+                found[rid] = float(rid)
+        return sorted((key, rid) for rid, key in found.items())
+
+    def _docs(self, rids: list[int]) -> list[Entity]:
+        if not rids:
+            return []
+        marks = ",".join("?" * len(rids))
+        docs = dict(self.connection.execute(f"SELECT rid, doc FROM entities WHERE rid IN ({marks})", rids).fetchall())
+        return [orjson.loads(docs[rid]) for rid in rids]
+
+    def _doc(self, rid: int) -> Entity:
+        return orjson.loads(self.connection.execute("SELECT doc FROM entities WHERE rid = ?", (rid,)).fetchone()[0])
+
+    # -- query compilation -------------------------------------------------------------------
+    def _conditions(self, query: EntityQuery) -> list[_SqlCondition]:
+        conditions: list[_SqlCondition] = []
+        if query.selectors is not None:
+            alternatives = [self._selector_condition(s) for s in query.selectors]
+            alternatives = [a for a in alternatives if a is not FALSE]
+            if not alternatives:
+                return [FALSE]
+            if len(alternatives) == 1:
+                conditions.append(alternatives[0])
+            else:
+                conditions.append(
+                    _SqlCondition(" OR ".join(f"({a.sql})" for a in alternatives), [p for a in alternatives for p in a.params])
+                )
+        if query.attrs is not None:
+            ids = [i for i in (self._known(a) for a in query.attrs) if i is not None]
+            if not ids:
+                return [FALSE]
+            conditions.append(
+                _SqlCondition(f"e.rid IN (SELECT rid FROM attr_values WHERE attr_id IN ({','.join('?' * len(ids))}))", ids)
+            )
+        if query.q is not None:
+            conditions.append(self._q_condition(query.q))
+        return conditions
+
+    def _selector_condition(self, selector: Selector) -> _SqlCondition:
+        parts: list[_SqlCondition] = []
+        if selector.ids is not None:
+            if not selector.ids:
+                return FALSE
+            parts.append(_SqlCondition(f"e.id IN ({','.join('?' * len(selector.ids))})", list(selector.ids)))
+        if selector.id_pattern is not None:
+            parts.append(_SqlCondition("e.id REGEXP ?", [selector.id_pattern.pattern]))
+        if selector.types is not None:
+            types = self._types_condition(selector.types)
+            if types is FALSE:
+                return FALSE
+            parts.append(types)
+        if not parts:
+            return TRUE
+        return _SqlCondition(" AND ".join(f"({p.sql})" for p in parts), [x for p in parts for x in p.params])
+
+    def _types_condition(self, types: tuple[frozenset[str], ...]) -> _SqlCondition:
+        alternatives = []
+        for wanted in types:
+            ids = [self._known(t) for t in wanted]
+            if any(i is None for i in ids):
+                continue
+            parts = [f"e.rid IN (SELECT rid FROM entity_types WHERE type_id = {i})" for i in ids]
+            alternatives.append(" AND ".join(parts))
+        if not alternatives:
+            return FALSE
+        return _SqlCondition(" OR ".join(f"({a})" for a in alternatives))
+
+    def _q_condition(self, node: Node) -> _SqlCondition:
+        if isinstance(node, Term):
+            return self._term_condition(node)
+        parts = [self._q_condition(child) for child in node.children]
+        exact = all(p.exact for p in parts)
+        if isinstance(node, And):
+            if any(p is FALSE for p in parts):
+                return FALSE
+            parts = [p for p in parts if p.sql != "1"] or [TRUE]
+            joiner = " AND "
+        else:
+            assert isinstance(node, Or)
+            if any(p.sql == "1" for p in parts):
+                return _SqlCondition("1", exact=exact)
+            parts = [p for p in parts if p is not FALSE] or [FALSE]
+            joiner = " OR "
+        if len(parts) == 1:
+            return _SqlCondition(parts[0].sql, parts[0].params, exact)
+        return _SqlCondition(joiner.join(f"({p.sql})" for p in parts), [x for p in parts for x in p.params], exact)
+
+    def _term_condition(self, term: Term) -> _SqlCondition:
+        attr_id = self._known(term.path.attr)
+        if attr_id is None:
+            return TRUE if term.op == "!exists" else FALSE
+        kinds = self._kinds.get(attr_id, set())
+        if not term.path.is_plain:
+            return TRUE_INEXACT
+        present = f"e.rid IN (SELECT rid FROM attr_values WHERE attr_id = {attr_id})"
+        if term.op == "exists":
+            return _SqlCondition(present)
+        if term.op == "!exists":
+            return _SqlCondition(f"NOT ({present})")
+        if term.op in ("~=", "!~=") or not kinds <= INDEXED_KINDS:
+            return TRUE_INEXACT
+        literals = [term.low, term.high] if term.low is not None else list(term.values)
+        if any(isinstance(literal, DateTimeLiteral) for literal in literals):
+            return TRUE_INEXACT
+        if term.op in ("==", "!="):
+            equal = self._equal_condition(attr_id, term)
+            if term.op == "==":
+                return equal
+            if equal is FALSE:
+                return _SqlCondition(present)
+            return _SqlCondition(f"{present} AND NOT ({equal.sql})", equal.params)
+        literal = term.values[0]
+        if isinstance(literal, bool):
+            return FALSE
+        kind = NUMBER if isinstance(literal, (int, float)) else STRING
+        return _SqlCondition(
+            f"e.rid IN (SELECT rid FROM attr_values WHERE attr_id = {attr_id} AND kind = {kind} AND val {term.op} ?)",
+            [literal],
+        )
+
+    def _equal_condition(self, attr_id: int, term: Term) -> _SqlCondition:
+        if term.low is not None:
+            low, high = term.low, term.high
+            if isinstance(low, bool) or isinstance(high, bool):
+                return FALSE
+            if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+                kind = NUMBER
+            elif isinstance(low, str) and isinstance(high, str):
+                kind = STRING
+            else:
+                return FALSE
+            return _SqlCondition(
+                f"e.rid IN (SELECT rid FROM attr_values WHERE attr_id = {attr_id} AND kind = {kind} AND val BETWEEN ? AND ?)",
+                [low, high],
+            )
+        parts, params = [], []
+        numbers = [v for v in term.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        strings = [v for v in term.values if isinstance(v, str)]
+        booleans = [v for v in term.values if isinstance(v, bool)]
+        for kind, literals in ((NUMBER, numbers), (STRING, strings), (BOOLEAN, booleans)):
+            if literals:
+                marks = ",".join("?" * len(literals))
+                parts.append(f"e.rid IN (SELECT rid FROM attr_values WHERE attr_id = {attr_id} AND kind = {kind} AND val IN ({marks}))")
+                params.extend(int(v) if kind == BOOLEAN else v for v in literals)
+        if not parts:
+            return FALSE
+        return _SqlCondition(" OR ".join(parts), params)
+
+    # -- discovery ---------------------------------------------------------------------------
+    def types(self, with_attributes: bool) -> list[TypeSummary]:
+        return self.read(self._types, with_attributes)
+
+    def _types(self, with_attributes: bool) -> list[TypeSummary]:
+        c = self.connection
+        summaries = {
+            type_id: TypeSummary(self.iris.iri(type_id), count)
+            for type_id, count in c.execute("SELECT type_id, count(*) FROM entity_types GROUP BY type_id")
+        }
+        if with_attributes and summaries:
+            for type_id, attr_id, kind in c.execute(
+                "SELECT DISTINCT t.type_id, a.attr_id, a.akind FROM attr_values a JOIN entity_types t ON t.rid = a.rid"
+            ):
+                summaries[type_id].attributes.setdefault(self.iris.iri(attr_id), set()).add(KIND_NAME[kind])
+        return sorted(summaries.values(), key=lambda s: s.type)
+
+    def attributes(self) -> list[AttributeSummary]:
+        return self.read(self._attributes)
+
+    def _attributes(self) -> list[AttributeSummary]:
+        c = self.connection
+        summaries: dict[int, AttributeSummary] = {}
+        for attr_id, count in c.execute("SELECT attr_id, count(DISTINCT rid) FROM attr_values GROUP BY attr_id"):
+            summaries[attr_id] = AttributeSummary(self.iris.iri(attr_id), count)
+        for attr_id, kind in c.execute("SELECT DISTINCT attr_id, akind FROM attr_values"):
+            summaries[attr_id].kinds.add(KIND_NAME[kind])
+        for attr_id, type_id in c.execute(
+            "SELECT DISTINCT a.attr_id, t.type_id FROM attr_values a JOIN entity_types t ON t.rid = a.rid"
+        ):
+            summaries[attr_id].types.add(self.iris.iri(type_id))
+        return sorted(summaries.values(), key=lambda s: s.attribute)

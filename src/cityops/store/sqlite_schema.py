@@ -1,0 +1,185 @@
+"""The SQLite schema of one tenant database, and the connection both the reader and the writer use.
+
+Entities are kept whole (one JSON document a row) next to index tables the queries use:
+- ``entity_types``: which types each entity has;
+- ``attr_values``: the scalar values of attributes (numbers, strings, booleans), one B-tree keyed
+  (attribute, kind, value, entity); an attribute with no scalar value has a PRESENT row, so every
+  attribute of every entity is findable by its attribute number alone;
+- ``geo_points``: point GeoProperties keyed by a Z-order code (``sqlite_geo``);
+- ``geo_shapes`` and ``geo_rtree``: other GeoProperties with their bounding boxes in an R*Tree;
+- ``iris``: every IRI (type, attribute) once, referred to by number;
+- ``attr_kinds``: every (attribute, kind) ever stored, so a query knows which attributes hold
+  kinds the value index does not cover.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Any, Iterable
+
+from ..hub.entity import ATTRIBUTE_TYPES, Instance
+from .sqlite_geo import cell_of
+
+SCHEMA_VERSION = 2
+KIND_CODE = {kind: index for index, kind in enumerate(ATTRIBUTE_TYPES)}
+KIND_NAME = dict(enumerate(ATTRIBUTE_TYPES))
+GEO_KIND = KIND_CODE["GeoProperty"]
+# Attribute kinds whose values the value index holds exactly as the query language compares them.
+INDEXED_KINDS = frozenset(KIND_CODE[k] for k in ("Property", "Relationship", "LanguageProperty", "ListProperty", "ListRelationship"))
+NUMBER, STRING, BOOLEAN, PRESENT = 0, 1, 2, 3  # value kinds in attr_values
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS iris (id INTEGER PRIMARY KEY, iri TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS entities (rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS entity_types (
+    type_id INTEGER NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (type_id, rid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entity_types_rid ON entity_types (rid);
+CREATE TABLE IF NOT EXISTS attr_kinds (
+    attr_id INTEGER NOT NULL, kind INTEGER NOT NULL, PRIMARY KEY (attr_id, kind)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attr_values (
+    attr_id INTEGER NOT NULL, kind INTEGER NOT NULL, val NOT NULL, rid INTEGER NOT NULL, akind INTEGER NOT NULL,
+    PRIMARY KEY (attr_id, kind, val, rid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS geo_points (
+    attr_id INTEGER NOT NULL, cell INTEGER NOT NULL, rid INTEGER NOT NULL, seq INTEGER NOT NULL,
+    lon REAL NOT NULL, lat REAL NOT NULL, PRIMARY KEY (attr_id, cell, rid, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS geo_shapes (
+    gid INTEGER PRIMARY KEY, rid INTEGER NOT NULL, attr_id INTEGER NOT NULL, geojson BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS geo_shapes_rid ON geo_shapes (rid, attr_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS geo_rtree USING rtree (gid, min_lon, max_lon, min_lat, max_lat);
+"""
+
+_pattern_cache: dict[str, re.Pattern[str]] = {}
+
+
+def _regexp(pattern: str, text: str | None) -> bool:
+    if text is None:
+        return False
+    compiled = _pattern_cache.get(pattern)
+    if compiled is None:
+        if len(_pattern_cache) > 1000:
+            _pattern_cache.clear()
+        compiled = _pattern_cache[pattern] = re.compile(pattern)
+    return compiled.search(text) is not None
+
+
+def connect(path: str, *, synchronous: str, cache_mb: int, create: bool) -> sqlite3.Connection:
+    """A connection with the store's settings; ``create`` also lays out the schema."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA synchronous={synchronous}")
+    connection.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
+    connection.execute("PRAGMA temp_store=MEMORY")
+    connection.execute("PRAGMA busy_timeout=10000")
+    connection.create_function("regexp", 2, _regexp, deterministic=True)
+    if create:
+        connection.executescript(SCHEMA)
+        connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    return connection
+
+
+def _add_scalars(rows: dict[tuple[int, int, Any, int], int], attr_id: int, rid: int, value: Any, akind: int) -> bool:
+    """Add value-index rows for ``value`` (arrays: their scalar elements); whether any was added."""
+    added = False
+    for item in value if type(value) is list else (value,):
+        kind = type(item)
+        if kind is str:
+            rows[(attr_id, STRING, item, rid)] = akind
+        elif kind is int or kind is float:
+            rows[(attr_id, NUMBER, item, rid)] = akind
+        elif kind is bool:
+            rows[(attr_id, BOOLEAN, int(item), rid)] = akind
+        elif kind is dict and "@value" in item:
+            added = _add_scalars(rows, attr_id, rid, item["@value"], akind) or added
+            continue
+        else:
+            continue
+        added = True
+    return added
+
+
+def attribute_rows(
+    attr_id: int, rid: int, instances: list[Instance]
+) -> tuple[dict[tuple[int, int, Any, int], int], list[tuple[Any, ...]], list[Instance], set[int]]:
+    """The index rows of one attribute of one entity, computed the same way to add and to remove them.
+
+    Returns the value rows (primary key -> attribute kind; an instance without scalar values
+    leaves a PRESENT row so the attribute's existence is still indexed), the point rows, the
+    non-point GeoProperty instances, and the attribute kinds present. What the value index holds
+    per kind must agree with ``query_language.values_at``: Property values, Relationship objects,
+    ListProperty items, every text of a LanguageProperty, ListRelationship objects.
+    """
+    values: dict[tuple[int, int, Any, int], int] = {}
+    points: list[tuple[Any, ...]] = []
+    shapes: list[Instance] = []
+    kinds: set[int] = set()
+    for seq, instance in enumerate(instances):
+        kind_name = instance.get("type", "Property")
+        akind = KIND_CODE.get(kind_name, 0)
+        kinds.add(akind)
+        found = False
+        if kind_name == "Property":
+            found = _add_scalars(values, attr_id, rid, instance.get("value"), akind)
+        elif kind_name == "GeoProperty":
+            value = instance.get("value") or {}
+            if value.get("type") == "Point":
+                lon, lat = value["coordinates"][0], value["coordinates"][1]
+                points.append((attr_id, cell_of(lon, lat), rid, seq, lon, lat))
+            else:
+                shapes.append(instance)
+        elif kind_name == "Relationship":
+            found = _add_scalars(values, attr_id, rid, instance.get("object"), akind)
+        elif kind_name == "ListProperty":
+            found = _add_scalars(values, attr_id, rid, instance.get("valueList"), akind)
+        elif kind_name == "LanguageProperty":
+            for text in (instance.get("languageMap") or {}).values():
+                found = _add_scalars(values, attr_id, rid, text, akind) or found
+        elif kind_name == "ListRelationship":
+            for item in instance.get("objectList") or ():
+                target = item.get("object") if isinstance(item, dict) else item
+                found = _add_scalars(values, attr_id, rid, target, akind) or found
+        if not found:
+            values[(attr_id, PRESENT, akind, rid)] = akind
+    return values, points, shapes, kinds
+
+
+class IriCache:
+    """IRIs <-> numbers for one connection. ``create`` only on the writer's connection."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+        self.ids: dict[str, int] = {}
+        self.iris: dict[int, str] = {}
+
+    def clear(self) -> None:
+        self.ids.clear()
+        self.iris.clear()
+
+    def id(self, iri: str, *, create: bool) -> int | None:
+        found = self.ids.get(iri)
+        if found is not None:
+            return found
+        row = self.connection.execute("SELECT id FROM iris WHERE iri = ?", (iri,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            row = (self.connection.execute("INSERT INTO iris (iri) VALUES (?)", (iri,)).lastrowid,)
+        self.ids[iri] = row[0]
+        self.iris[row[0]] = iri
+        return row[0]
+
+    def iri(self, iri_id: int) -> str:
+        found = self.iris.get(iri_id)
+        if found is None:
+            found = self.connection.execute("SELECT iri FROM iris WHERE id = ?", (iri_id,)).fetchone()[0]
+            self.iris[iri_id] = found
+            self.ids[found] = iri_id
+        return found
+
+
+def load_kinds(connection: sqlite3.Connection) -> dict[int, set[int]]:
+    kinds: dict[int, set[int]] = {}
+    for attr_id, kind in connection.execute("SELECT attr_id, kind FROM attr_kinds"):
+        kinds.setdefault(attr_id, set()).add(kind)
+    return kinds
