@@ -70,18 +70,28 @@ RESERVED_MEMBERS = frozenset(
     | {"previousValue", "previousObject", "previousLanguageMap", "previousValueList", "previousObjectList"}
     | {"previousVocab", "previousJson", "entity", "@id", "@type"}
 )
+_DATA_MEMBERS = frozenset({"value", "object", "languageMap", "valueList", "objectList", "vocab", "json"})
+_IGNORED_MEMBERS = SYSTEM_MEMBERS | {"type", "@context"}
+_COPIED_MEMBERS = RESERVED_MEMBERS - _IGNORED_MEMBERS
 ENTITY_MEMBERS = frozenset({"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt", "@id", "@type"})
 GEO_ATTRIBUTES = frozenset({NGSI_LD + "location", NGSI_LD + "observationSpace", NGSI_LD + "operationSpace"})
 _BAD_NAME = re.compile(r'[<>"\'=;()\[\]\\`{}|^\s\x00-\x1f\x7f]')
 _BAD_ID = re.compile(r'[<>"{}|\\^`\x00-\x20\x7f]')
 
 
+_GOOD_NAMES: set[str] = set()
+
+
 def check_name(name: Any, what: str) -> str:
     """A name of an attribute or type must be a non-empty string without characters the query language reserves."""
-    if not isinstance(name, str) or not name:
+    if name.__class__ is not str or not name:
         raise BadRequestData(f"{what} must be a non-empty string")
+    if name in _GOOD_NAMES:
+        return name
     if _BAD_NAME.search(name):
         raise BadRequestData(f"{what} {name!r} contains a character that is not allowed in NGSI-LD names")
+    if len(_GOOD_NAMES) < 50_000:
+        _GOOD_NAMES.add(name)
     return name
 
 
@@ -118,11 +128,13 @@ class AttributeParser:
 
     ``allow_null`` is for merge operations, where ``urn:ngsi-ld:null`` (or JSON null) marks
     something to delete; the marker is kept as the data member's value for the merge to act on.
+    With ``now``, every instance (sub-attributes too) gets it as createdAt and modifiedAt.
     """
 
-    def __init__(self, terms: TermMap, *, allow_null: bool = False):
+    def __init__(self, terms: TermMap, *, allow_null: bool = False, now: str | None = None):
         self.terms = terms
         self.allow_null = allow_null
+        self.now = now
 
     def attribute(self, iri: str, raw: Any, where: str) -> list[Instance]:
         """All instances of one attribute (a list of instances means a multi-attribute)."""
@@ -173,10 +185,10 @@ class AttributeParser:
                 kind = "GeoProperty" if geo_shaped and (iri in GEO_ATTRIBUTES or "coordinates" in value) else "Property"
         instance: Instance = {"type": kind}
         for member, member_value in raw.items():
-            if member == "type" or member in SYSTEM_MEMBERS or member == "@context":
-                continue
-            if member in RESERVED_MEMBERS:
+            if member in _COPIED_MEMBERS:
                 instance[member] = member_value
+            elif member in _IGNORED_MEMBERS:
+                continue
             else:
                 check_name(member, f"{where}: sub-attribute name")
                 sub_iri = self.terms.expand(member)
@@ -193,10 +205,11 @@ class AttributeParser:
         if member not in instance:
             raise BadRequestData(f"{where}: a {kind} needs a '{member}' member")
         data = instance[member]
-        for other in ("value", "object", "languageMap", "valueList", "objectList", "vocab", "json"):
-            if other != member and other in instance:
-                raise BadRequestData(f"{where}: a {kind} has '{member}', not '{other}'")
-        if data is None or data == NULL:
+        present = instance.keys() & _DATA_MEMBERS
+        if len(present) > 1:
+            other = sorted(present - {member})[0]
+            raise BadRequestData(f"{where}: a {kind} has '{member}', not '{other}'")
+        if data is None or (data.__class__ is str and data == NULL):
             if self.allow_null:
                 instance[member] = NULL
                 return instance
@@ -241,13 +254,16 @@ class AttributeParser:
         elif kind == "JsonProperty":
             if not isinstance(data, (dict, list)):
                 raise BadRequestData(f"{where}: json must be a JSON object or array")
-        _parse_datetime_member(instance, "observedAt", where)
-        if "unitCode" in instance and not isinstance(instance["unitCode"], str):
-            raise BadRequestData(f"{where}: unitCode must be a string (a UN/CEFACT code such as CEL)")
-        if "datasetId" in instance:
-            check_entity_id(instance["datasetId"], f"{where}: datasetId")
-        if "lang" in instance and not isinstance(instance["lang"], str):
-            raise BadRequestData(f"{where}: lang must be a language tag")
+        if len(instance) > 2:
+            _parse_datetime_member(instance, "observedAt", where)
+            if "unitCode" in instance and not isinstance(instance["unitCode"], str):
+                raise BadRequestData(f"{where}: unitCode must be a string (a UN/CEFACT code such as CEL)")
+            if "datasetId" in instance:
+                check_entity_id(instance["datasetId"], f"{where}: datasetId")
+            if "lang" in instance and not isinstance(instance["lang"], str):
+                raise BadRequestData(f"{where}: lang must be a language tag")
+        if self.now is not None:
+            instance["createdAt"] = instance["modifiedAt"] = self.now
         return instance
 
     def attributes(self, body: dict[str, Any], *, skip: Iterable[str] = ENTITY_MEMBERS) -> dict[str, list[Instance]]:
@@ -281,9 +297,7 @@ def parse_entity(body: Any, terms: TermMap, *, now: str, id_required: bool = Tru
     entity: Entity = {"id": entity_id, "type": parse_types(raw_type, terms), "createdAt": now, "modifiedAt": now}
     if "scope" in body:
         entity["scope"] = parse_scope(body["scope"])
-    attrs = AttributeParser(terms).attributes(body)
-    stamp_new_attributes(attrs, now)
-    entity["attrs"] = attrs
+    entity["attrs"] = AttributeParser(terms, now=now).attributes(body)
     return entity
 
 
