@@ -23,21 +23,52 @@ def test_append_no_overwrite_reports_what_it_kept(api: Api) -> None:
         params={"options": "noOverwrite"},
     )
     assert response.status_code == 207
-    result = response.json()
-    assert result["updated"] == ["owner"]
-    assert result["notUpdated"][0]["attributeName"] == "status"
+    result = response.json()  # names are IRIs in an UpdateResult
+    assert result["updated"] == ["https://uri.etsi.org/ngsi-ld/default-context/owner"]
+    assert result["notUpdated"][0]["attributeName"] == "https://uri.etsi.org/ngsi-ld/status"
     assert api.get(f"/entities/{ID}").json()["status"]["value"] == "on"
 
 
-def test_update_attributes_changes_only_existing_ones(api: Api) -> None:
+def test_update_attributes_replaces_adds_and_deletes(api: Api) -> None:
     api.create(camera(1))
-    response = api.patch(f"/entities/{ID}/attrs", {"status": {"type": "Property", "value": "off"}, "ghost": {"type": "Property", "value": 1}})
-    assert response.status_code == 207
-    assert response.json()["updated"] == ["status"]
-    assert response.json()["notUpdated"][0]["attributeName"] == "ghost"
+    response = api.patch(
+        f"/entities/{ID}/attrs",
+        {"status": {"type": "Property", "value": "off"}, "owner": {"type": "Property", "value": 1}, "range": "urn:ngsi-ld:null"},
+    )
+    assert response.status_code == 204
     body = api.get(f"/entities/{ID}").json()
-    assert body["status"]["value"] == "off" and "ghost" not in body
-    assert api.patch(f"/entities/{ID}/attrs", {"status": {"type": "Property", "value": "on"}}).status_code == 204
+    assert body["status"] == {"type": "Property", "value": "off"} and body["owner"]["value"] == 1 and "range" not in body
+    missing = api.patch(f"/entities/{ID}/attrs", {"ghost": "urn:ngsi-ld:null"})
+    assert missing.status_code == 207
+    assert missing.json()["notUpdated"][0]["attributeName"] == "https://uri.etsi.org/ngsi-ld/default-context/ghost"
+
+
+def test_scope_is_appended_updated_and_deleted_like_an_attribute(api: Api) -> None:
+    api.create({**camera(1), "scope": "/Anyang/Manan"})
+    assert api.post(f"/entities/{ID}/attrs", {"scope": "/Anyang/Dongan"}, params={"options": "noOverwrite"}).status_code == 204
+    assert api.get(f"/entities/{ID}").json()["scope"] == ["/Anyang/Manan", "/Anyang/Dongan"]
+    assert api.patch(f"/entities/{ID}/attrs", {"scope": "/Gwacheon"}).status_code == 204
+    assert api.get(f"/entities/{ID}").json()["scope"] == "/Gwacheon"
+    assert api.delete(f"/entities/{ID}/attrs/scope").status_code == 204
+    assert "scope" not in api.get(f"/entities/{ID}").json()
+    assert api.patch(f"/entities/{ID}/attrs", {"scope": "/Gwacheon"}).status_code == 207
+    assert api.put(f"/entities/{ID}/attrs/scope", {"value": "/x"}).status_code == 400
+
+
+def test_partial_update_with_null_deletes_the_instance(api: Api) -> None:
+    api.create(camera(1))
+    assert api.patch(f"/entities/{ID}/attrs/range", {"type": "Property", "value": "urn:ngsi-ld:null"}).status_code == 204
+    assert "range" not in api.get(f"/entities/{ID}").json()
+
+
+def test_partial_update_of_sub_attributes_only(api: Api) -> None:
+    api.create(camera(1, monitors={"type": "Relationship", "object": "urn:ngsi-ld:Street:1"}))
+    response = api.patch(f"/entities/{ID}/attrs/monitors", {"checkedBy": {"type": "Relationship", "object": "urn:ngsi-ld:Person:1"}})
+    assert response.status_code == 204
+    monitors = api.get(f"/entities/{ID}").json()["monitors"]
+    assert monitors["object"] == "urn:ngsi-ld:Street:1" and monitors["checkedBy"]["object"] == "urn:ngsi-ld:Person:1"
+    assert api.patch(f"/entities/{ID}/attrs/monitors", {"type": "Property", "value": 1}).status_code == 400
+    assert api.patch(f"/entities/{ID}/attrs/monitors", {}).status_code == 400
 
 
 def test_partial_attribute_update_keeps_other_members(api: Api) -> None:

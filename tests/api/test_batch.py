@@ -60,7 +60,9 @@ def test_batch_update_with_no_overwrite(api: Api) -> None:
     response = api.post("/entityOperations/update", [update, missing], params={"options": "noOverwrite"})
     assert response.status_code == 207
     assert response.json()["success"] == ["urn:ngsi-ld:Camera:001"]
-    assert response.json()["errors"][0]["entityId"] == "urn:ngsi-ld:Camera:404"
+    errors = {e["entityId"]: e["error"]["detail"] for e in response.json()["errors"]}
+    assert "does not exist" in errors["urn:ngsi-ld:Camera:404"]
+    assert "status" in errors["urn:ngsi-ld:Camera:001"]  # kept, and reported as not updated
     body = api.get("/entities/urn:ngsi-ld:Camera:001").json()
     assert body["status"]["value"] == "on" and body["owner"]["value"] == "x"
 

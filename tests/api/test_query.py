@@ -50,8 +50,10 @@ def test_type_expressions(city: Api) -> None:
 
 
 def test_id_and_id_pattern(city: Api) -> None:
-    assert query(city, id="urn:ngsi-ld:Camera:002,urn:ngsi-ld:Camera:001") == ["001", "002"]
-    assert query(city, idPattern="^urn:ngsi-ld:AirQualityObserved:00[1-3]$") == ["001", "002", "003"]
+    assert query(city, id="urn:ngsi-ld:Camera:002,urn:ngsi-ld:Camera:001", type="Camera") == ["001", "002"]
+    assert query(city, idPattern="^urn:ngsi-ld:AirQualityObserved:00[1-3]$", local="true") == ["001", "002", "003"]
+    only_ids = city.get("/entities", params={"id": "urn:ngsi-ld:Camera:001"})
+    assert only_ids.status_code == 400  # an id list alone is not a query (ETSI 019_03_05)
     assert query(city, type="AirQualityObserved", idPattern="01[0-2]$") == ["010", "011", "012"]
 
 

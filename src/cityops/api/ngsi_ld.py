@@ -10,20 +10,22 @@ import uuid
 from typing import Any, Callable
 
 import orjson
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ..hub.context import CORE_CONTEXT_URL, ContextResolver, TermMap
 from ..hub.entity import (
+    MEMBER_NAMES,
     AttributeParser,
     Entity,
+    check_attribute_name,
     check_entity_id,
     check_name,
     parse_entity,
     parse_scope,
     parse_types,
-    stamp_new_attributes,
 )
 from ..hub.errors import (
     BadRequestData,
@@ -36,9 +38,10 @@ from ..hub.errors import (
 )
 from ..hub.geo import GeoQuery
 from ..hub.hub import BatchResult, Hub, UpdateResult
-from ..hub.query import EntityQuery, Selector, parse_type_selection
+from ..hub.projection import Projection, parse_members
+from ..hub.query import EntityQuery, Selector, parse_order_by, parse_scope_query, parse_type_selection
 from ..hub.query_language import parse_q
-from ..hub.render import FORMATS, Projection, Renderer
+from ..hub.render import FORMATS, JOINS, Renderer
 from ..hub.timestamps import now_iso
 from ..settings import Settings
 from ..store.contract import DEFAULT_TENANT
@@ -48,6 +51,30 @@ BASE = "/ngsi-ld/v1"
 LINK_REL = "http://www.w3.org/ns/json-ld#context"
 _LINK_RE = re.compile(r"<([^>]*)>\s*(;[^,]*)?")
 _ACCEPTABLE = (JSON, JSON_LD, GEO_JSON)
+_FORMAT_OPTIONS = {"keyValues", "simplified", "concise", "normalized"}
+
+# Query parameters each kind of request takes; anything else is an InvalidRequest.
+_RENDER_PARAMS = {"options", "format", "lang", "attrs", "pick", "omit", "datasetId", "join", "joinLevel", "containedBy",
+                  "geometryProperty", "local", "via", "csf"}
+_QUERY_PARAMS = _RENDER_PARAMS | {"id", "type", "idPattern", "q", "georel", "geometry", "coordinates", "geoproperty",
+                                  "geometryProperty", "limit", "offset", "count", "scopeQ", "orderBy", "collect"}
+_PAGING_PARAMS = {"limit", "offset", "count", "options", "format", "lang", "orderBy", "local", "geometryProperty",
+                  "join", "joinLevel", "pick", "omit", "datasetId", "attrs", "csf"}
+
+
+class MaybeEmptyConvertor(Convertor[str]):
+    """A path segment that may be empty, so ``/entities//attrs`` reaches a handler that says why it is wrong."""
+
+    regex = "[^/]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("maybe", MaybeEmptyConvertor())
 
 
 class Negotiated:
@@ -61,9 +88,7 @@ class Negotiated:
         self.context = context
         self.accept = accept
 
-    def response_headers(self) -> dict[str, str]:
-        if self.accept == JSON_LD:
-            return {}
+    def link_header(self) -> dict[str, str]:
         url = self.context if isinstance(self.context, str) else CORE_CONTEXT_URL
         return {"Link": f'<{url}>; rel="{LINK_REL}"; type="application/ld+json"'}
 
@@ -76,24 +101,18 @@ def link_context(request: Request) -> str | None:
     header = request.headers.get("link")
     if not header:
         return None
-    found = []
-    for match in _LINK_RE.finditer(header):
-        params = match.group(2) or ""
-        if LINK_REL in params:
-            found.append(match.group(1).strip())
+    found = [m.group(1).strip() for m in _LINK_RE.finditer(header) if LINK_REL in (m.group(2) or "")]
     if len(found) > 1:
         raise BadRequestData("more than one JSON-LD @context Link header")
-    if not found:
-        return None
-    return found[0]
+    return found[0] if found else None
 
 
 def negotiate_accept(request: Request, allowed: tuple[str, ...] = (JSON, JSON_LD)) -> str:
     header = request.headers.get("accept")
     if not header:
         return JSON
-    best, best_q = None, -1.0
-    for part in header.split(","):
+    best, best_q, best_index = None, -1.0, 0
+    for index, part in enumerate(header.split(",")):
         pieces = [p.strip() for p in part.split(";")]
         media = pieces[0].lower()
         quality = 1.0
@@ -109,11 +128,17 @@ def negotiate_accept(request: Request, allowed: tuple[str, ...] = (JSON, JSON_LD
             candidate = media
         else:
             continue
-        if quality > best_q or (quality == best_q and candidate != JSON and best == JSON and media not in ("*/*", "application/*")):
-            best, best_q = candidate, quality
+        if quality > best_q:
+            best, best_q, best_index = candidate, quality, index
     if best is None or best_q <= 0:
         raise NotAcceptable(f"cannot produce any of: {header} (available: {', '.join(allowed)})")
     return best
+
+
+def check_params(request: Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query_params.keys()) - allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter(s): {', '.join(unknown)}")
 
 
 class NgsiLdApi:
@@ -125,8 +150,7 @@ class NgsiLdApi:
     # -- request plumbing ----------------------------------------------------------------------
     @staticmethod
     def tenant_of(request: Request) -> str:
-        tenant = request.headers.get("ngsild-tenant", DEFAULT_TENANT).strip()
-        return tenant
+        return request.headers.get("ngsild-tenant", DEFAULT_TENANT).strip()
 
     async def negotiate(self, request: Request, *, allowed: tuple[str, ...] = (JSON, JSON_LD)) -> Negotiated:
         accept = negotiate_accept(request, allowed)
@@ -139,10 +163,10 @@ class NgsiLdApi:
         media = media_type_of(request.headers.get("content-type"))
         allowed = (JSON, JSON_LD, MERGE_PATCH) if patch else (JSON, JSON_LD)
         if media not in allowed:
-            raise UnsupportedMediaType(
-                f"Content-Type {media or '(none)'} is not supported here; send {' or '.join(allowed)}"
-            )
+            raise UnsupportedMediaType(f"Content-Type {media or '(none)'} is not supported here; send {' or '.join(allowed)}")
         body = parse_json(await read_body(request, self.settings.max_body_bytes))
+        if media == JSON_LD and link_context(request) is not None:
+            raise BadRequestData("@context was sent both in a JSON-LD body and in a Link header")
         return body, (JSON if media == MERGE_PATCH else media)
 
     async def payload_terms(self, request: Request, item: Any, media: str) -> tuple[TermMap, Any]:
@@ -150,8 +174,6 @@ class NgsiLdApi:
         if media == JSON_LD:
             if not isinstance(item, dict) or "@context" not in item:
                 raise BadRequestData("a request with Content-Type application/ld+json must carry @context in its body")
-            if link_context(request) is not None:
-                raise BadRequestData("@context was sent both in the body and in a Link header")
             context = item["@context"]
             return await self.resolver.resolve(context), context
         if isinstance(item, dict) and "@context" in item:
@@ -160,11 +182,11 @@ class NgsiLdApi:
         return await self.resolver.resolve(context), context
 
     def respond(self, negotiated: Negotiated, body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        all_headers = negotiated.response_headers()
+        media = negotiated.accept
+        all_headers = {} if media == JSON_LD else negotiated.link_header()
         if headers:
             all_headers.update(headers)
-        media = negotiated.accept
-        if media == JSON_LD:
+        if media in (JSON_LD, GEO_JSON):
             context = negotiated.context_member()
             if isinstance(body, dict):
                 body = {**body, "@context": context}
@@ -172,20 +194,28 @@ class NgsiLdApi:
                 body = [{**item, "@context": context} if isinstance(item, dict) else item for item in body]
         return json_response(body, status, all_headers, media)
 
-    def renderer(self, request: Request, negotiated: Negotiated, *, attrs_param: bool = True) -> Renderer:
+    @staticmethod
+    def entity_id_of(request: Request) -> str:
+        entity_id = request.path_params["entity_id"]
+        if not entity_id:
+            raise BadRequestData("the path has no entity id")
+        return check_entity_id(entity_id)
+
+    # -- rendering options ---------------------------------------------------------------------
+    def renderer(self, request: Request, negotiated: Negotiated, *, attrs: tuple[str, ...] | None = None) -> Renderer:
         params = request.query_params
         options = {o.strip() for o in params.get("options", "").split(",") if o.strip()}
-        unknown = options - {"keyValues", "simplified", "concise", "normalized", "sysAttrs", "noOverwrite", "replace", "update"}
+        unknown = options - _FORMAT_OPTIONS - {"sysAttrs", "noOverwrite", "replace", "update"}
         if unknown:
-            raise BadRequestData(f"unknown options: {', '.join(sorted(unknown))}")
-        formats = {"keyValues" if o == "simplified" else o for o in options & {"keyValues", "simplified", "concise", "normalized"}}
-        if len(formats) > 1:
-            raise BadRequestData("options may name only one of keyValues, concise and normalized")
+            raise InvalidRequest(f"unknown options: {', '.join(sorted(unknown))}")
+        formats = {"keyValues" if o == "simplified" else o for o in options & _FORMAT_OPTIONS}
         fmt = params.get("format")
         if fmt is not None:
             fmt = "keyValues" if fmt == "simplified" else fmt
             if fmt not in FORMATS:
-                raise BadRequestData(f"format must be normalized, concise, keyValues or simplified, got {fmt!r}")
+                raise InvalidRequest(f"format must be normalized, concise, keyValues or simplified, got {fmt!r}")
+        elif len(formats) > 1:
+            raise InvalidRequest("options may name only one of keyValues, concise and normalized")
         else:
             fmt = next(iter(formats), "normalized")
         return Renderer(
@@ -193,7 +223,7 @@ class NgsiLdApi:
             fmt=fmt,
             sys_attrs="sysAttrs" in options,
             lang=params.get("lang"),
-            projection=self.projection(request, negotiated.terms, attrs_param=attrs_param),
+            projection=self.projection(request, negotiated.terms, attrs),
         )
 
     @staticmethod
@@ -203,32 +233,67 @@ class NgsiLdApi:
         names = [name.strip() for name in text.split(",")]
         if not all(names):
             raise BadRequestData(f"{what} has an empty name")
-        for name in names:
-            check_name(name, f"{what} entry")
         return names
 
-    def projection(self, request: Request, terms: TermMap, *, attrs_param: bool) -> Projection:
+    def attrs_param(self, text: str | None, terms: TermMap) -> tuple[str, ...] | None:
+        names = self._names(text, "attrs")
+        if names is None:
+            return None
+        return tuple(terms.expand(check_attribute_name(name, "attrs entry")) for name in names)
+
+    def projection(self, request: Request, terms: TermMap, attrs: tuple[str, ...] | None) -> Projection:
         params = request.query_params
-        attrs = self._names(params.get("attrs"), "attrs") if attrs_param else None
-        pick = self._names(params.get("pick"), "pick")
-        omit = self._names(params.get("omit"), "omit")
+        if attrs is None:
+            attrs = self.attrs_param(params.get("attrs"), terms)
+        pick = parse_members(params["pick"], "pick") if "pick" in params else None
+        omit = parse_members(params["omit"], "omit") if "omit" in params else None
         if pick is not None and omit is not None:
             raise BadRequestData("pick and omit cannot be used together")
-        return Projection(
-            attrs=frozenset(terms.expand(a) for a in attrs) if attrs is not None else None,
-            pick=frozenset(pick) if pick is not None else None,
-            omit=frozenset(omit) if omit is not None else None,
-        )
+        if attrs is not None and (pick is not None or omit is not None):
+            raise BadRequestData("attrs cannot be combined with pick or omit (pick is the newer attrs)")
+        datasets = None
+        if "datasetId" in params:
+            ids = self._names(params["datasetId"], "datasetId") or []
+            datasets = frozenset(None if i == "@none" else check_entity_id(i, "datasetId") for i in ids)
+        return Projection(attrs=frozenset(attrs) if attrs is not None else None, pick=pick, omit=omit, datasets=datasets)
 
     @staticmethod
-    def entity_id_of(request: Request) -> str:
-        return check_entity_id(request.path_params["entity_id"])
+    def join_of(join: Any, level: Any) -> tuple[str, int]:
+        """The linked-entity retrieval asked for: ``join`` (inline, flat, @none) and ``joinLevel``."""
+        join = "@none" if join is None else join
+        if join not in JOINS:
+            raise BadRequestData(f"join must be inline, flat or @none, got {join!r}")
+        depth = parse_int(None if level is None else str(level), "joinLevel", 1, minimum=1)
+        if depth > 8:
+            raise BadRequestData("joinLevel may be at most 8")
+        return join, depth
 
-    def attribute_of(self, request: Request, terms: TermMap) -> str:
-        return terms.expand(check_name(request.path_params["attr"], "attribute name"))
+    def geometry_property(self, request: Request, terms: TermMap) -> str:
+        name = request.query_params.get("geometryProperty", "location")
+        return terms.expand(check_attribute_name(name, "geometryProperty"))
+
+    async def fetcher(self, tenant: str) -> Callable[[list[str]], Any]:
+        async def fetch(ids: list[str]) -> dict[str, Entity]:
+            found = {}
+            for entity_id in ids:
+                entity = await self.hub.store.get(tenant, entity_id)
+                if entity is not None:
+                    found[entity_id] = entity
+            return found
+
+        return fetch
+
+    async def render_entities(
+        self, negotiated: Negotiated, renderer: Renderer, entities: list[Entity], join: tuple[str, int]
+    ) -> list[dict[str, Any]]:
+        join_mode, level = join
+        if join_mode == "@none":
+            return [renderer.entity(e) for e in entities]
+        return await renderer.joined(entities, await self.fetcher(negotiated.tenant), join=join_mode, level=level)
 
     # -- entities ------------------------------------------------------------------------------
     async def create_entity(self, request: Request) -> Response:
+        check_params(request, {"local"})
         body, media = await self.read_payload(request)
         terms, _ = await self.payload_terms(request, body, media)
         entity = parse_entity(body, terms, now=now_iso())
@@ -236,28 +301,30 @@ class NgsiLdApi:
         return Response(status_code=201, headers={"Location": f"{BASE}/entities/{entity['id']}"})
 
     async def retrieve_entity(self, request: Request) -> Response:
+        check_params(request, _RENDER_PARAMS | {"type"})
         negotiated = await self.negotiate(request, allowed=_ACCEPTABLE)
-        entity_id = self.entity_id_of(request)
         renderer = self.renderer(request, negotiated)
+        join = self.join_of(request.query_params.get("join"), request.query_params.get("joinLevel"))
+        entity_id = self.entity_id_of(request)
         entity = await self.hub.retrieve(negotiated.tenant, entity_id)
+        projection = renderer.projection
+        if projection.attrs is not None and not any(a in entity["attrs"] for a in projection.attrs):
+            raise ResourceNotFound(f"entity {entity_id} has none of the attributes asked for", instance=entity_id)
         if negotiated.accept == GEO_JSON:
             feature = renderer.geojson_feature(entity, self.geometry_property(request, negotiated.terms))
-            return self.geojson_response(negotiated, feature)
-        return self.respond(negotiated, renderer.entity(entity))
-
-    def geometry_property(self, request: Request, terms: TermMap) -> str:
-        name = request.query_params.get("geometryProperty", "location")
-        return terms.expand(check_name(name, "geometryProperty"))
-
-    def geojson_response(self, negotiated: Negotiated, body: dict[str, Any]) -> Response:
-        headers = {"Link": f'<{negotiated.context_member() if isinstance(negotiated.context, str) else CORE_CONTEXT_URL}>; rel="{LINK_REL}"; type="application/ld+json"'}
-        return json_response(body, 200, headers, GEO_JSON)
+            return self.respond(negotiated, feature)
+        rendered = await self.render_entities(negotiated, renderer, [entity], join)
+        if not rendered[0]:
+            raise ResourceNotFound(f"nothing of entity {entity_id} is left after pick/omit", instance=entity_id)
+        return self.respond(negotiated, rendered if join[0] == "flat" and len(rendered) > 1 else rendered[0])
 
     async def delete_entity(self, request: Request) -> Response:
+        check_params(request, {"local", "type"})
         await self.hub.delete(self.tenant_of(request), self.entity_id_of(request))
         return Response(status_code=204)
 
     async def replace_entity(self, request: Request) -> Response:
+        check_params(request, {"local"})
         entity_id = self.entity_id_of(request)
         body, media = await self.read_payload(request)
         terms, _ = await self.payload_terms(request, body, media)
@@ -270,6 +337,7 @@ class NgsiLdApi:
         return Response(status_code=204)
 
     async def merge_entity(self, request: Request) -> Response:
+        check_params(request, {"local", "options", "format"})
         entity_id = self.entity_id_of(request)
         body, media = await self.read_payload(request, patch=True)
         terms, _ = await self.payload_terms(request, body, media)
@@ -277,8 +345,8 @@ class NgsiLdApi:
         await self.hub.merge(self.tenant_of(request), entity_id, fragment)
         return Response(status_code=204)
 
-    def fragment(self, body: Any, terms: TermMap, entity_id: str | None, *, allow_null: bool) -> Entity:
-        """An entity fragment: attributes, and optionally type and scope, without system timestamps."""
+    def fragment(self, body: Any, terms: TermMap, entity_id: str | None, *, allow_null: bool, now: str | None = None) -> Entity:
+        """An entity fragment: attributes, and optionally type and scope."""
         if not isinstance(body, dict):
             raise BadRequestData("the body must be a JSON object of attributes")
         if entity_id is not None and body.get("id", entity_id) != entity_id:
@@ -288,96 +356,107 @@ class NgsiLdApi:
             fragment["type"] = parse_types(body["type"], terms)
         if "scope" in body:
             fragment["scope"] = parse_scope(body["scope"])
-        fragment["attrs"] = AttributeParser(terms, allow_null=allow_null).attributes(body)
+        fragment["attrs"] = AttributeParser(terms, allow_null=allow_null, now=now).attributes(body)
         return fragment
 
     async def append_attributes(self, request: Request) -> Response:
+        check_params(request, {"options", "local"})
+        options = {o.strip() for o in request.query_params.get("options", "").split(",") if o.strip()}
+        if options - {"noOverwrite"}:
+            raise InvalidRequest(f"unknown options: {', '.join(sorted(options - {'noOverwrite'}))}")
         entity_id = self.entity_id_of(request)
         body, media = await self.read_payload(request)
         terms, _ = await self.payload_terms(request, body, media)
-        options = set(request.query_params.get("options", "").split(","))
         fragment = self.fragment(body, terms, entity_id, allow_null=False)
-        result = await self.hub.append_attributes(
-            self.tenant_of(request), entity_id, fragment["attrs"], overwrite="noOverwrite" not in options
-        )
-        return self.update_response(result, terms)
+        result = await self.hub.append_attributes(self.tenant_of(request), entity_id, fragment, overwrite="noOverwrite" not in options)
+        return self.update_response(result)
 
     async def update_attributes(self, request: Request) -> Response:
+        check_params(request, {"local"})
         entity_id = self.entity_id_of(request)
         body, media = await self.read_payload(request, patch=True)
         terms, _ = await self.payload_terms(request, body, media)
         fragment = self.fragment(body, terms, entity_id, allow_null=True)
-        result = await self.hub.update_attributes(self.tenant_of(request), entity_id, fragment["attrs"])
-        return self.update_response(result, terms)
+        result = await self.hub.update_attributes(self.tenant_of(request), entity_id, fragment)
+        return self.update_response(result)
 
     @staticmethod
-    def update_response(result: UpdateResult, terms: TermMap) -> Response:
+    def update_response(result: UpdateResult) -> Response:
+        """204, or 207 with the UpdateResult; attribute names are given as IRIs, as the spec's examples do."""
         if not result.not_updated:
             return Response(status_code=204)
         body = {
-            "updated": [terms.compact(name) for name in result.updated],
-            "notUpdated": [{"attributeName": terms.compact(name), "reason": reason} for name, reason in result.not_updated],
+            "updated": result.updated,
+            "notUpdated": [{"attributeName": name, "reason": reason} for name, reason in result.not_updated],
         }
         return json_response(body, 207)
 
-    async def update_attribute(self, request: Request, *, partial: bool) -> Response:
+    async def attribute_request(self, request: Request, *, patch: bool) -> tuple[str, Any, TermMap, str]:
         entity_id = self.entity_id_of(request)
-        body, media = await self.read_payload(request, patch=partial)
+        body, media = await self.read_payload(request, patch=patch)
         terms, _ = await self.payload_terms(request, body, media)
-        name = self.attribute_of(request, terms)
-        if isinstance(body, dict):
-            body = {k: v for k, v in body.items() if k != "@context"}
-        instances = AttributeParser(terms, allow_null=False).attribute(name, body, request.path_params["attr"])
-        if len(instances) != 1:
-            raise BadRequestData("send one attribute instance at a time to this endpoint")
-        if partial:
-            instances[0].pop("createdAt", None)
-        else:
-            stamp_new_attributes({name: instances}, now_iso())
-        await self.hub.update_attribute(self.tenant_of(request), entity_id, name, instances[0], partial=partial)
-        return Response(status_code=204)
+        raw_name = request.path_params["attr"]
+        if raw_name in MEMBER_NAMES:
+            raise BadRequestData(f"{raw_name} is an entity member, not an attribute; update it through the entity")
+        name = terms.expand(check_attribute_name(raw_name))
+        return entity_id, body, terms, name
 
     async def partial_update_attribute(self, request: Request) -> Response:
-        return await self.update_attribute(request, partial=True)
+        check_params(request, {"local"})
+        entity_id, body, terms, name = await self.attribute_request(request, patch=True)
+        fragment = AttributeParser(terms, allow_null=True).fragment(name, body, request.path_params["attr"])
+        await self.hub.update_attribute(self.tenant_of(request), entity_id, name, fragment, partial=True)
+        return Response(status_code=204)
 
     async def replace_attribute(self, request: Request) -> Response:
-        return await self.update_attribute(request, partial=False)
+        check_params(request, {"local"})
+        entity_id, body, terms, name = await self.attribute_request(request, patch=False)
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if k != "@context"}
+        instances = AttributeParser(terms, now=now_iso()).attribute(name, body, request.path_params["attr"])
+        if len(instances) != 1:
+            raise BadRequestData("send one attribute instance at a time to this endpoint")
+        await self.hub.update_attribute(self.tenant_of(request), entity_id, name, instances[0], partial=False)
+        return Response(status_code=204)
 
     async def delete_attribute(self, request: Request) -> Response:
+        check_params(request, {"datasetId", "deleteAll", "local"})
         entity_id = self.entity_id_of(request)
         terms = await self.resolver.resolve(link_context(request))
-        name = self.attribute_of(request, terms)
         params = request.query_params
+        delete_all = parse_bool(params.get("deleteAll"), "deleteAll")
         dataset_id = params.get("datasetId")
         if dataset_id is not None:
             check_entity_id(dataset_id, "datasetId")
-        await self.hub.delete_attribute(
-            self.tenant_of(request),
-            entity_id,
-            name,
-            dataset_id=dataset_id,
-            delete_all=parse_bool(params.get("deleteAll"), "deleteAll"),
-        )
+        raw_name = request.path_params["attr"]
+        if raw_name == "scope":
+            await self.hub.delete_scope(self.tenant_of(request), entity_id)
+            return Response(status_code=204)
+        name = terms.expand(check_attribute_name(raw_name))
+        await self.hub.delete_attribute(self.tenant_of(request), entity_id, name, dataset_id=dataset_id, delete_all=delete_all)
         return Response(status_code=204)
 
     # -- queries -------------------------------------------------------------------------------
     async def query_entities(self, request: Request) -> Response:
+        check_params(request, _QUERY_PARAMS)
         negotiated = await self.negotiate(request, allowed=_ACCEPTABLE)
         params = request.query_params
         terms = negotiated.terms
+        renderer = self.renderer(request, negotiated)
         selector = self.selector(params.get("id"), params.get("type"), params.get("idPattern"), terms)
         query = EntityQuery(selectors=(selector,) if selector is not None else None)
-        attrs = self._names(params.get("attrs"), "attrs")
-        if attrs is not None:
-            query.attrs = tuple(terms.expand(a) for a in attrs)
+        query.attrs = self.attrs_param(params.get("attrs"), terms)
         if params.get("q") is not None:
             query.q = parse_q(params["q"], terms)
         query.geo = self.geo_query(params.get("georel"), params.get("geometry"), params.get("coordinates"), params.get("geoproperty"), terms)
         if params.get("scopeQ") is not None:
-            query.scope = tuple(parse_scope(s.strip()) [0] for s in params["scopeQ"].split(","))
-        self.paging(request, query)
-        renderer = self.renderer(request, negotiated)
-        return await self.run_query(negotiated, query, renderer, request)
+            query.scope = parse_scope_query(params["scopeQ"])
+        local = parse_bool(params.get("local"), "local")
+        if not (params.get("type") or query.attrs or query.q or query.geo or query.scope or local):
+            raise BadRequestData("a query needs at least one of type, attrs, q, a geo-query, scopeQ or local=true")
+        self.paging(request, query, terms)
+        join = self.join_of(params.get("join"), params.get("joinLevel"))
+        return await self.run_query(negotiated, query, renderer, request, join)
 
     def selector(self, ids: Any, types: Any, id_pattern: Any, terms: TermMap) -> Selector | None:
         if ids is None and types is None and id_pattern is None:
@@ -416,46 +495,44 @@ class NgsiLdApi:
         name = geoproperty if geoproperty is not None else "location"
         if not isinstance(name, str):
             raise BadRequestData("geoproperty must be a string")
-        return GeoQuery(georel, {"type": geometry, "coordinates": coordinates}, terms.expand(check_name(name, "geoproperty")))
+        return GeoQuery(georel, {"type": geometry, "coordinates": coordinates}, terms.expand(check_attribute_name(name, "geoproperty")))
 
-    def paging(self, request: Request, query: EntityQuery) -> None:
+    def paging(self, request: Request, query: EntityQuery, terms: TermMap) -> None:
         params = request.query_params
         query.count = parse_bool(params.get("count"), "count")
         query.limit = parse_int(params.get("limit"), "limit", self.settings.default_page_size)
         query.offset = parse_int(params.get("offset"), "offset", 0)
         if query.limit > self.settings.max_page_size:
-            raise TooManyResults(
-                f"limit {query.limit} is above the maximum page size {self.settings.max_page_size}; page with offset"
-            )
+            raise TooManyResults(f"limit {query.limit} is above the maximum page size {self.settings.max_page_size}; page with offset")
         if query.limit == 0 and not query.count:
             raise BadRequestData("limit=0 is only meaningful with count=true")
+        if params.get("orderBy"):
+            query.order_by = parse_order_by(params["orderBy"], terms)
 
-    async def run_query(self, negotiated: Negotiated, query: EntityQuery, renderer: Renderer, request: Request) -> Response:
+    async def run_query(
+        self, negotiated: Negotiated, query: EntityQuery, renderer: Renderer, request: Request, join: tuple[str, int]
+    ) -> Response:
         result = await self.hub.query(negotiated.tenant, query)
         headers: dict[str, str] = {}
         if result.count is not None:
             headers["NGSILD-Results-Count"] = str(result.count)
         if negotiated.accept == GEO_JSON:
             geometry_property = self.geometry_property(request, negotiated.terms)
-            collection = {
-                "type": "FeatureCollection",
-                "features": [renderer.geojson_feature(e, geometry_property) for e in result.entities],
-            }
-            response = self.geojson_response(negotiated, collection)
-            response.headers.update(headers)
-            return response
-        return self.respond(negotiated, [renderer.entity(e) for e in result.entities], headers=headers)
+            collection = {"type": "FeatureCollection", "features": [renderer.geojson_feature(e, geometry_property) for e in result.entities]}
+            return self.respond(negotiated, collection, headers=headers)
+        rendered = [r for r in await self.render_entities(negotiated, renderer, result.entities, join) if r]
+        return self.respond(negotiated, rendered, headers=headers)
 
     async def query_post(self, request: Request) -> Response:
-        """POST /entityOperations/query: the query in the body, paging in the URL."""
+        """POST /entityOperations/query: the query in the body, paging and format in the URL."""
+        check_params(request, _PAGING_PARAMS)
         body, media = await self.read_payload(request)
         terms, context = await self.payload_terms(request, body, media)
-        accept = negotiate_accept(request, _ACCEPTABLE)
-        negotiated = Negotiated(self.tenant_of(request), terms, context if context is not None else None, accept)
+        negotiated = Negotiated(self.tenant_of(request), terms, context, negotiate_accept(request, _ACCEPTABLE))
         if not isinstance(body, dict):
             raise BadRequestData("the query must be a JSON object")
         if body.get("type") != "Query":
-            raise BadRequestData("the query object must have \"type\": \"Query\"")
+            raise BadRequestData('the query object must have "type": "Query"')
         query = EntityQuery()
         entities = body.get("entities")
         if entities is not None:
@@ -473,7 +550,7 @@ class NgsiLdApi:
         if attrs is not None:
             if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
                 raise BadRequestData("attrs must be an array of attribute names")
-            query.attrs = tuple(terms.expand(check_name(a, "attrs entry")) for a in attrs)
+            query.attrs = tuple(terms.expand(check_attribute_name(a, "attrs entry")) for a in attrs)
         if body.get("q") is not None:
             if not isinstance(body["q"], str):
                 raise BadRequestData("q must be a string")
@@ -482,18 +559,16 @@ class NgsiLdApi:
         if geo_q is not None:
             if not isinstance(geo_q, dict):
                 raise BadRequestData("geoQ must be an object")
-            query.geo = self.geo_query(
-                geo_q.get("georel"), geo_q.get("geometry"), geo_q.get("coordinates"), geo_q.get("geoproperty"), terms
-            )
+            query.geo = self.geo_query(geo_q.get("georel"), geo_q.get("geometry"), geo_q.get("coordinates"), geo_q.get("geoproperty"), terms)
         if body.get("scopeQ") is not None:
-            query.scope = tuple(parse_scope(s.strip())[0] for s in str(body["scopeQ"]).split(","))
-        self.paging(request, query)
-        renderer = self.renderer(request, negotiated)
+            query.scope = parse_scope_query(str(body["scopeQ"]))
+        self.paging(request, query, terms)
+        renderer = self.renderer(request, negotiated, attrs=query.attrs)
         if body.get("lang") is not None:
-            renderer.lang = str(body["lang"])
-        if query.attrs is not None and renderer.projection.attrs is None:
-            renderer.projection.attrs = frozenset(query.attrs)
-        return await self.run_query(negotiated, query, renderer, request)
+            renderer = Renderer(terms, fmt=renderer.fmt, sys_attrs=renderer.sys_attrs, lang=str(body["lang"]), projection=renderer.projection)
+        params = request.query_params
+        join = self.join_of(body.get("join", params.get("join")), body.get("joinLevel", params.get("joinLevel")))
+        return await self.run_query(negotiated, query, renderer, request, join)
 
     # -- batch operations ----------------------------------------------------------------------
     async def batch_items(self, request: Request) -> tuple[list[Any], str]:
@@ -515,8 +590,6 @@ class NgsiLdApi:
                 terms, _ = await self.payload_terms(request, item, media)
                 entities.append(parse(item, terms))
             except NgsiError as error:
-                if error.status == 503:
-                    raise
                 entity_id = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else ""
                 errors.append((entity_id, error))
         return entities, errors
@@ -528,13 +601,11 @@ class NgsiLdApi:
             if success_status == 204:
                 return Response(status_code=204)
             return json_response(success_body, success_status)
-        body = {
-            "success": result.success,
-            "errors": [{"entityId": entity_id, "error": error.problem()} for entity_id, error in errors],
-        }
+        body = {"success": result.success, "errors": [{"entityId": entity_id, "error": error.problem()} for entity_id, error in errors]}
         return json_response(body, 207)
 
     async def batch_create(self, request: Request) -> Response:
+        check_params(request, {"local"})
         items, media = await self.batch_items(request)
         now = now_iso()
         entities, errors = await self.parse_batch_entities(request, items, media, lambda item, terms: parse_entity(item, terms, now=now))
@@ -542,8 +613,11 @@ class NgsiLdApi:
         return self.batch_response(result, errors, 201, result.success)
 
     async def batch_upsert(self, request: Request) -> Response:
+        check_params(request, {"options", "local"})
         items, media = await self.batch_items(request)
-        options = set(request.query_params.get("options", "").split(","))
+        options = {o for o in request.query_params.get("options", "").split(",") if o}
+        if options - {"replace", "update"}:
+            raise InvalidRequest(f"upsert takes options=replace or options=update, got {','.join(sorted(options))}")
         if {"replace", "update"} <= options:
             raise BadRequestData("options may be replace or update, not both")
         now = now_iso()
@@ -554,14 +628,16 @@ class NgsiLdApi:
         return self.batch_response(result, errors, 201, result.created)
 
     async def batch_update(self, request: Request) -> Response:
+        check_params(request, {"options", "local"})
         items, media = await self.batch_items(request)
-        options = set(request.query_params.get("options", "").split(","))
+        options = {o for o in request.query_params.get("options", "").split(",") if o}
+        if options - {"noOverwrite"}:
+            raise InvalidRequest(f"update takes options=noOverwrite, got {','.join(sorted(options))}")
         now = now_iso()
 
         def parse(item: Any, terms: TermMap) -> Entity:
-            fragment = self.fragment(item, terms, None, allow_null=False)
+            fragment = self.fragment(item, terms, None, allow_null=False, now=now)
             fragment["modifiedAt"] = now
-            stamp_new_attributes(fragment["attrs"], now)
             return fragment
 
         entities, errors = await self.parse_batch_entities(request, items, media, parse)
@@ -569,6 +645,7 @@ class NgsiLdApi:
         return self.batch_response(result, errors, 204, None)
 
     async def batch_merge(self, request: Request) -> Response:
+        check_params(request, {"local"})
         items, media = await self.batch_items(request)
         entities, errors = await self.parse_batch_entities(
             request, items, media, lambda item, terms: self.fragment(item, terms, None, allow_null=True)
@@ -577,6 +654,7 @@ class NgsiLdApi:
         return self.batch_response(result, errors, 204, None)
 
     async def batch_delete(self, request: Request) -> Response:
+        check_params(request, {"local"})
         items, _ = await self.batch_items(request)
         ids, errors = [], []
         for item in items:
@@ -589,29 +667,22 @@ class NgsiLdApi:
 
     # -- discovery -----------------------------------------------------------------------------
     async def list_types(self, request: Request) -> Response:
+        check_params(request, {"details", "local"})
         negotiated = await self.negotiate(request)
         terms = negotiated.terms
         details = parse_bool(request.query_params.get("details"), "details")
         summaries = await self.hub.types(negotiated.tenant, with_attributes=details)
         if details:
             body: Any = [
-                {
-                    "id": s.type,
-                    "type": "EntityType",
-                    "typeName": terms.compact(s.type),
-                    "attributeNames": sorted(terms.compact(a) for a in s.attributes),
-                }
+                {"id": s.type, "type": "EntityType", "typeName": terms.compact(s.type), "attributeNames": sorted(terms.compact(a) for a in s.attributes)}
                 for s in summaries
             ]
         else:
-            body = {
-                "id": f"urn:ngsi-ld:EntityTypeList:{uuid.uuid4()}",
-                "type": "EntityTypeList",
-                "typeList": [terms.compact(s.type) for s in summaries],
-            }
+            body = {"id": f"urn:ngsi-ld:EntityTypeList:{uuid.uuid4()}", "type": "EntityTypeList", "typeList": [terms.compact(s.type) for s in summaries]}
         return self.respond(negotiated, body)
 
     async def type_info(self, request: Request) -> Response:
+        check_params(request, {"local"})
         negotiated = await self.negotiate(request)
         terms = negotiated.terms
         wanted = terms.expand(check_name(request.path_params["type"], "entity type"))
@@ -632,6 +703,7 @@ class NgsiLdApi:
         return self.respond(negotiated, body)
 
     async def list_attributes(self, request: Request) -> Response:
+        check_params(request, {"details", "local"})
         negotiated = await self.negotiate(request)
         terms = negotiated.terms
         details = parse_bool(request.query_params.get("details"), "details")
@@ -655,6 +727,7 @@ class NgsiLdApi:
         return self.respond(negotiated, body)
 
     async def attribute_info(self, request: Request) -> Response:
+        check_params(request, {"local"})
         negotiated = await self.negotiate(request)
         terms = negotiated.terms
         wanted = terms.expand(check_name(request.path_params["attr"], "attribute name"))
@@ -675,26 +748,37 @@ class NgsiLdApi:
     # -- routes --------------------------------------------------------------------------------
     def routes(self) -> list[Route]:
         e = BASE + "/entities"
-        return [
-            Route(e, self.query_entities, methods=["GET"]),
-            Route(e, self.create_entity, methods=["POST"]),
-            Route(e + "/{entity_id}", self.retrieve_entity, methods=["GET"]),
-            Route(e + "/{entity_id}", self.delete_entity, methods=["DELETE"]),
-            Route(e + "/{entity_id}", self.merge_entity, methods=["PATCH"]),
-            Route(e + "/{entity_id}", self.replace_entity, methods=["PUT"]),
-            Route(e + "/{entity_id}/attrs", self.append_attributes, methods=["POST"]),
-            Route(e + "/{entity_id}/attrs", self.update_attributes, methods=["PATCH"]),
-            Route(e + "/{entity_id}/attrs/{attr}", self.partial_update_attribute, methods=["PATCH"]),
-            Route(e + "/{entity_id}/attrs/{attr}", self.replace_attribute, methods=["PUT"]),
-            Route(e + "/{entity_id}/attrs/{attr}", self.delete_attribute, methods=["DELETE"]),
-            Route(BASE + "/entityOperations/create", self.batch_create, methods=["POST"]),
-            Route(BASE + "/entityOperations/upsert", self.batch_upsert, methods=["POST"]),
-            Route(BASE + "/entityOperations/update", self.batch_update, methods=["POST"]),
-            Route(BASE + "/entityOperations/delete", self.batch_delete, methods=["POST"]),
-            Route(BASE + "/entityOperations/merge", self.batch_merge, methods=["POST"]),
-            Route(BASE + "/entityOperations/query", self.query_post, methods=["POST"]),
-            Route(BASE + "/types", self.list_types, methods=["GET"]),
+        one = e + "/{entity_id:maybe}"
+        routes = []
+        for collection in (e, e + "/"):
+            routes += [Route(collection, self.query_entities, methods=["GET"]), Route(collection, self.create_entity, methods=["POST"])]
+        routes += [
+            Route(one, self.retrieve_entity, methods=["GET"]),
+            Route(one, self.delete_entity, methods=["DELETE"]),
+            Route(one, self.merge_entity, methods=["PATCH"]),
+            Route(one, self.replace_entity, methods=["PUT"]),
+        ]
+        for attrs in (one + "/attrs", one + "/attrs/"):
+            routes += [Route(attrs, self.append_attributes, methods=["POST"]), Route(attrs, self.update_attributes, methods=["PATCH"])]
+        routes += [
+            Route(one + "/attrs/{attr}", self.partial_update_attribute, methods=["PATCH"]),
+            Route(one + "/attrs/{attr}", self.replace_attribute, methods=["PUT"]),
+            Route(one + "/attrs/{attr}", self.delete_attribute, methods=["DELETE"]),
+        ]
+        for operation, handler in (
+            ("create", self.batch_create),
+            ("upsert", self.batch_upsert),
+            ("update", self.batch_update),
+            ("delete", self.batch_delete),
+            ("merge", self.batch_merge),
+            ("query", self.query_post),
+        ):
+            routes += [Route(f"{BASE}/entityOperations/{operation}", handler, methods=["POST"])]
+        for listing, handler in ((BASE + "/types", self.list_types), (BASE + "/attributes", self.list_attributes)):
+            routes += [Route(listing, handler, methods=["GET"]), Route(listing + "/", handler, methods=["GET"])]
+        routes += [
             Route(BASE + "/types/{type:path}", self.type_info, methods=["GET"]),
-            Route(BASE + "/attributes", self.list_attributes, methods=["GET"]),
             Route(BASE + "/attributes/{attr:path}", self.attribute_info, methods=["GET"]),
         ]
+        return routes
+

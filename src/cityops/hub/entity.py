@@ -80,6 +80,15 @@ _BAD_ID = re.compile(r'[<>"{}|\\^`\x00-\x20\x7f]')
 
 
 _GOOD_NAMES: set[str] = set()
+# Members of an entity that are not attributes: they cannot be used as attribute or type names.
+MEMBER_NAMES = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt", "@context", "@id", "@type"})
+
+
+def check_attribute_name(name: Any, what: str = "attribute name") -> str:
+    check_name(name, what)
+    if name in MEMBER_NAMES:
+        raise BadRequestData(f"{what} {name!r} is an entity member, not an attribute")
+    return name
 
 
 def check_name(name: Any, what: str) -> str:
@@ -88,7 +97,7 @@ def check_name(name: Any, what: str) -> str:
         raise BadRequestData(f"{what} must be a non-empty string")
     if name in _GOOD_NAMES:
         return name
-    if _BAD_NAME.search(name):
+    if _BAD_NAME.search(name) or name[0] == "@":
         raise BadRequestData(f"{what} {name!r} contains a character that is not allowed in NGSI-LD names")
     if len(_GOOD_NAMES) < 50_000:
         _GOOD_NAMES.add(name)
@@ -110,7 +119,7 @@ def parse_types(value: Any, terms: TermMap) -> list[str]:
         raise BadRequestData("entity type must not be an empty list")
     expanded: list[str] = []
     for name in names:
-        check_name(name, "entity type")
+        check_attribute_name(name, "entity type")
         iri = terms.expand(name)
         if iri not in expanded:
             expanded.append(iri)
@@ -119,8 +128,8 @@ def parse_types(value: Any, terms: TermMap) -> list[str]:
 
 def _parse_datetime_member(instance: dict[str, Any], member: str, where: str) -> None:
     value = instance.get(member)
-    if value is not None and not is_datetime(value):
-        raise BadRequestData(f"{where}: {member} must be an ISO 8601 DateTime, got {value!r}")
+    if value is not None and not (is_datetime(value) and value.endswith("Z")):
+        raise BadRequestData(f"{where}: {member} must be an ISO 8601 DateTime in UTC ending in 'Z', got {value!r}")
 
 
 class AttributeParser:
@@ -160,10 +169,12 @@ class AttributeParser:
         return "datasetId" in item or any(member in item for member in ("value", "object", "languageMap", "valueList", "objectList", "vocab", "json"))
 
     def instance(self, iri: str, raw: Any, where: str) -> Instance:
-        if raw is None or raw == NULL:
+        if raw is None:
+            raise BadRequestData(f"{where}: an attribute value must not be null (use urn:ngsi-ld:null to delete)")
+        if raw.__class__ is str and raw == NULL:
             if self.allow_null:
                 return {"type": "Property", "value": NULL}
-            raise BadRequestData(f"{where}: an attribute value must not be null")
+            raise BadRequestData(f"{where}: urn:ngsi-ld:null deletes attributes; it cannot be a value here")
         if not isinstance(raw, dict):
             return self._finish({"type": "Property", "value": raw}, iri, where)
         declared = raw.get("type")
@@ -190,7 +201,7 @@ class AttributeParser:
             elif member in _IGNORED_MEMBERS:
                 continue
             else:
-                check_name(member, f"{where}: sub-attribute name")
+                check_attribute_name(member, f"{where}: sub-attribute name")
                 sub_iri = self.terms.expand(member)
                 sub = self.attribute(sub_iri, member_value, f"{where}.{member}")
                 instance[sub_iri] = sub[0]
@@ -209,11 +220,13 @@ class AttributeParser:
         if len(present) > 1:
             other = sorted(present - {member})[0]
             raise BadRequestData(f"{where}: a {kind} has '{member}', not '{other}'")
-        if data is None or (data.__class__ is str and data == NULL):
+        if data is None:
+            raise BadRequestData(f"{where}: the '{member}' of a {kind} must not be null (use urn:ngsi-ld:null to delete)")
+        if (data.__class__ is str and data == NULL) or (kind == "LanguageProperty" and data == {"@none": NULL}):
             if self.allow_null:
                 instance[member] = NULL
                 return instance
-            raise BadRequestData(f"{where}: the '{member}' of a {kind} must not be null")
+            raise BadRequestData(f"{where}: urn:ngsi-ld:null deletes attributes; it cannot be a value here")
         if kind == "GeoProperty":
             validate_geometry(data, where)
         elif kind == "Relationship":
@@ -266,6 +279,33 @@ class AttributeParser:
             instance["createdAt"] = instance["modifiedAt"] = self.now
         return instance
 
+    def fragment(self, iri: str, raw: Any, where: str) -> Instance:
+        """A partial attribute (PATCH /entities/{id}/attrs/{attr}): the members to change.
+
+        With a data member (or a type) it is parsed as a whole attribute; otherwise it holds only
+        metadata and sub-attributes, and takes its type from the attribute it updates.
+        """
+        if isinstance(raw, dict):
+            raw = {k: v for k, v in raw.items() if k != "@context"}
+            if not raw:
+                raise BadRequestData(f"{where}: the fragment is empty; send the members to update")
+            if "type" in raw or raw.keys() & _DATA_MEMBERS:
+                return self.instance(iri, raw, where)
+            partial: Instance = {}
+            for member, member_value in raw.items():
+                if member in _COPIED_MEMBERS:
+                    partial[member] = member_value
+                elif member not in _IGNORED_MEMBERS:
+                    check_attribute_name(member, f"{where}: sub-attribute name")
+                    partial[self.terms.expand(member)] = self.attribute(self.terms.expand(member), member_value, f"{where}.{member}")[0]
+            _parse_datetime_member(partial, "observedAt", where)
+            if "datasetId" in partial:
+                check_entity_id(partial["datasetId"], f"{where}: datasetId")
+            if "unitCode" in partial and not isinstance(partial["unitCode"], str):
+                raise BadRequestData(f"{where}: unitCode must be a string (a UN/CEFACT code such as CEL)")
+            return partial
+        return self.instance(iri, raw, where)
+
     def attributes(self, body: dict[str, Any], *, skip: Iterable[str] = ENTITY_MEMBERS) -> dict[str, list[Instance]]:
         """Every attribute of an entity fragment, keyed by IRI."""
         skip = frozenset(skip)
@@ -301,11 +341,17 @@ def parse_entity(body: Any, terms: TermMap, *, now: str, id_required: bool = Tru
     return entity
 
 
+_SCOPE = re.compile(r"(/[^/#+\s]+)+")
+
+
 def parse_scope(value: Any) -> list[str]:
+    """Scopes are paths of non-empty levels: ``/Anyang/Manan-gu``; a string or a list of them."""
     scopes = value if isinstance(value, list) else [value]
+    if not scopes:
+        raise BadRequestData("scope must not be an empty list")
     for scope in scopes:
-        if not isinstance(scope, str) or not scope.startswith("/"):
-            raise BadRequestData(f"scope must be a string (or list of strings) starting with '/', got {scope!r}")
+        if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
+            raise BadRequestData(f"scope must be a path like /Anyang/Manan-gu (levels without '/', '+', '#'), got {scope!r}")
     return scopes
 
 

@@ -54,6 +54,11 @@ def _with_attrs(previous: Entity, attrs: dict[str, list[Instance]], now: str) ->
     return dict(previous, attrs=attrs, modifiedAt=now)
 
 
+def _add_types(entity: Entity, fragment: Entity) -> None:
+    if fragment.get("type"):
+        entity["type"] = entity["type"] + [t for t in fragment["type"] if t not in entity["type"]]
+
+
 def merged_entity(previous: Entity, fragment: Entity, now: str) -> Entity:
     """``fragment`` merged into ``previous``: attributes merged, types and scopes added."""
     attrs = dict(previous["attrs"])
@@ -64,8 +69,7 @@ def merged_entity(previous: Entity, fragment: Entity, now: str) -> Entity:
         else:
             attrs.pop(name, None)
     updated = _with_attrs(previous, attrs, now)
-    if fragment.get("type"):
-        updated["type"] = previous["type"] + [t for t in fragment["type"] if t not in previous["type"]]
+    _add_types(updated, fragment)
     if "scope" in fragment:
         updated["scope"] = fragment["scope"]
     return updated
@@ -152,64 +156,98 @@ class Hub:
 
         await self._write(tenant, [entity_id], work)
 
-    async def append_attributes(
-        self, tenant: str, entity_id: str, attrs: dict[str, list[Instance]], *, overwrite: bool = True
-    ) -> UpdateResult:
-        """POST /entities/{id}/attrs: add attributes, replacing existing ones unless ``overwrite`` is off."""
+    async def append_attributes(self, tenant: str, entity_id: str, fragment: Entity, *, overwrite: bool = True) -> UpdateResult:
+        """POST /entities/{id}/attrs: add attributes (and types, scopes), replacing existing ones
+        unless ``overwrite`` is off, in which case existing instances and scopes are kept."""
 
         def work(current: Current, writes: WriteSet) -> UpdateResult:
             previous = _existing(current, entity_id)
             result = UpdateResult()
             now = now_iso()
-            new_attrs = appended_attributes(previous, attrs, now, overwrite=overwrite, result=result)
-            if result.updated:
-                writes.replace(_with_attrs(previous, new_attrs, now), previous)
+            updated = _with_attrs(previous, appended_attributes(previous, fragment["attrs"], now, overwrite=overwrite, result=result), now)
+            _add_types(updated, fragment)
+            if "scope" in fragment:
+                kept = previous.get("scope", []) if not overwrite else []
+                updated["scope"] = kept + [s for s in fragment["scope"] if s not in kept]
+            if updated != dict(previous, modifiedAt=now):
+                writes.replace(updated, previous)
             return result
 
         return await self._write(tenant, [entity_id], work)
 
-    async def update_attributes(self, tenant: str, entity_id: str, attrs: dict[str, list[Instance]]) -> UpdateResult:
-        """PATCH /entities/{id}/attrs: replace attributes that exist; report those that do not."""
+    async def update_attributes(self, tenant: str, entity_id: str, fragment: Entity) -> UpdateResult:
+        """PATCH /entities/{id}/attrs: replace the instances with the same datasetId, add new
+        attributes, delete those sent as urn:ngsi-ld:null, add types; the scope only where it exists."""
 
         def work(current: Current, writes: WriteSet) -> UpdateResult:
             previous = _existing(current, entity_id)
             result = UpdateResult()
             now = now_iso()
             new_attrs = dict(previous["attrs"])
-            for name, instances in attrs.items():
+            for name, instances in fragment["attrs"].items():
                 existing = new_attrs.get(name)
-                missing = [i for i in instances if existing is None or find_instance(existing, i.get("datasetId")) is None]
-                if missing:
-                    dataset = missing[0].get("datasetId")
-                    result.not_updated.append((name, "the attribute does not exist" + (f" with datasetId {dataset}" if dataset else "")))
+                missing_deletes = [
+                    i for i in instances if is_delete_marker(i) and (existing is None or find_instance(existing, i.get("datasetId")) is None)
+                ]
+                if missing_deletes:
+                    result.not_updated.append((name, "there is no such attribute instance to delete"))
                     continue
                 replaced = replace_attribute(existing, instances, now)
                 if replaced:
                     new_attrs[name] = replaced
                 else:
-                    del new_attrs[name]
+                    new_attrs.pop(name, None)
                 result.updated.append(name)
-            if result.updated:
-                writes.replace(_with_attrs(previous, new_attrs, now), previous)
+            updated = _with_attrs(previous, new_attrs, now)
+            _add_types(updated, fragment)
+            if "scope" in fragment:
+                if "scope" in previous:
+                    updated["scope"] = fragment["scope"]
+                    result.updated.append("scope")
+                else:
+                    result.not_updated.append(("scope", "the entity has no scope to update"))
+            if updated != dict(previous, modifiedAt=now):
+                writes.replace(updated, previous)
             return result
 
         return await self._write(tenant, [entity_id], work)
 
     async def update_attribute(self, tenant: str, entity_id: str, name: str, instance: Instance, *, partial: bool) -> None:
-        """PATCH (partial, merged) or PUT (whole) /entities/{id}/attrs/{attr}: the attribute must exist."""
-        if is_delete_marker(instance):
-            raise BadRequestData("the new attribute value must not be null")
+        """PATCH (partial: members merged into the instance) or PUT (whole) /entities/{id}/attrs/{attr}.
+        The attribute instance (by datasetId) must exist; urn:ngsi-ld:null deletes it."""
 
         def work(current: Current, writes: WriteSet) -> None:
             previous = _existing(current, entity_id)
             existing = previous["attrs"].get(name)
             dataset = instance.get("datasetId")
-            if existing is None or find_instance(existing, dataset) is None:
+            index = find_instance(existing, dataset) if existing is not None else None
+            if index is None:
                 where = f" with datasetId {dataset}" if dataset else ""
                 raise ResourceNotFound(f"entity {entity_id} has no attribute {name}{where}", instance=entity_id)
+            kind = existing[index].get("type")
+            if partial and "type" in instance and instance["type"] != kind and not is_delete_marker(instance):
+                raise BadRequestData(f"attribute {name} is a {kind}; a partial update cannot make it a {instance['type']}")
             now = now_iso()
             combined = merge_attribute(existing, [instance], now) if partial else replace_attribute(existing, [instance], now)
-            writes.replace(_with_attrs(previous, {**previous["attrs"], name: combined}, now), previous)
+            attrs = dict(previous["attrs"])
+            if combined:
+                attrs[name] = combined
+            else:
+                del attrs[name]
+            writes.replace(_with_attrs(previous, attrs, now), previous)
+
+        await self._write(tenant, [entity_id], work)
+
+    async def delete_scope(self, tenant: str, entity_id: str) -> None:
+        """DELETE /entities/{id}/attrs/scope: the entity loses its scopes."""
+
+        def work(current: Current, writes: WriteSet) -> None:
+            previous = _existing(current, entity_id)
+            if "scope" not in previous:
+                raise ResourceNotFound(f"entity {entity_id} has no scope", instance=entity_id)
+            updated = {k: v for k, v in previous.items() if k != "scope"}
+            updated["modifiedAt"] = now_iso()
+            writes.replace(updated, previous)
 
         await self._write(tenant, [entity_id], work)
 
@@ -304,10 +342,16 @@ class Hub:
                     result.errors.append((entity["id"], ResourceNotFound(f"entity {entity['id']} does not exist")))
                     continue
                 now = entity["modifiedAt"]
-                after = _with_attrs(previous, appended_attributes(previous, entity["attrs"], now, overwrite=overwrite), now)
+                outcome = UpdateResult()
+                after = _with_attrs(previous, appended_attributes(previous, entity["attrs"], now, overwrite=overwrite, result=outcome), now)
+                _add_types(after, entity)
                 writes.replace(after, previous)
                 state[entity["id"]] = after
-                result.success.append(entity["id"])
+                if outcome.not_updated:
+                    names = ", ".join(name for name, _ in outcome.not_updated)
+                    result.errors.append((entity["id"], BadRequestData(f"not updated (the attributes exist and noOverwrite was asked): {names}")))
+                if outcome.updated or not outcome.not_updated:
+                    result.success.append(entity["id"])
             return result
 
         return await self._write(tenant, [e["id"] for e in entities], work)

@@ -9,14 +9,16 @@ from .entity import DATA_MEMBER, NULL, RESERVED_MEMBERS, Instance, find_instance
 
 
 def is_delete_marker(instance: Instance) -> bool:
-    return instance.get(DATA_MEMBER.get(instance.get("type", "Property"), "value")) == NULL
+    if "type" not in instance:
+        return False
+    return instance.get(DATA_MEMBER.get(instance["type"], "value")) == NULL
 
 
 def merge_instance(old: Instance | None, new: Instance, now: str) -> Instance | None:
     """``new`` merged into ``old`` (members replaced, sub-attributes merged); ``None`` deletes."""
     if is_delete_marker(new):
         return None
-    if old is None or old.get("type") != new.get("type"):
+    if old is None or old.get("type") != new.get("type", old.get("type")):
         clean = {k: v for k, v in new.items() if k in RESERVED_MEMBERS or not (isinstance(v, dict) and is_delete_marker(v))}
         return stamp_replacing(clean, old, now)
     merged: Instance = dict(old)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from .context import TermMap
 from .entity import Entity, check_name
 from .errors import BadRequestData
 from .geo import GeoQuery
-from .query_language import Node
+from .query_language import Node, Path, path_of, values_at
 
 TypeSelection = tuple[frozenset[str], ...]  # any of these sets; an entity matches a set when it has all its types
 
@@ -97,8 +99,8 @@ class EntityQuery:
     limit: int = 20
     offset: int = 0
     count: bool = False
-    scope: tuple[str, ...] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    scope: tuple[tuple[str, ...], ...] | None = None  # any of these groups; every scope pattern of a group must match
+    order_by: tuple[tuple["Path", bool], ...] | None = None  # (path, descending)
 
     def matches(self, entity: Entity) -> bool:
         """The full decision for one entity, as every store must make it."""
@@ -106,7 +108,7 @@ class EntityQuery:
             return False
         if self.attrs is not None and not any(attr in entity["attrs"] for attr in self.attrs):
             return False
-        if self.scope is not None and not matches_scope(entity.get("scope"), self.scope):
+        if self.scope is not None and not any(all(matches_scope(entity.get("scope"), p) for p in group) for group in self.scope):
             return False
         if self.geo is not None:
             instances = entity["attrs"].get(self.geo.geoproperty, ())
@@ -117,21 +119,86 @@ class EntityQuery:
         return True
 
 
-def matches_scope(scopes: list[str] | None, wanted: tuple[str, ...]) -> bool:
-    """Scope query: ``/a/b`` matches that scope exactly, ``/a/#`` matches ``/a`` and everything under it, ``/#`` any."""
+def matches_scope(scopes: list[str] | None, pattern: str) -> bool:
+    """Whether any scope matches ``pattern``: ``+`` stands for one level, a final ``#`` for any
+    number of levels (none included): ``/Anyang/+/Market``, ``/Anyang/#``, ``/#``."""
     if not scopes:
         return False
-    for pattern in wanted:
-        if pattern == "/#":
-            return True
-        if pattern.endswith("/#"):
-            base = pattern[:-2]
-            if any(scope == base or scope.startswith(base + "/") for scope in scopes):
-                return True
-        elif pattern.endswith("/+"):
-            base = pattern[:-2]
-            if any(scope.startswith(base + "/") and "/" not in scope[len(base) + 1 :] for scope in scopes):
-                return True
-        elif pattern in scopes:
+    wanted = pattern.strip("/").split("/") if pattern != "/#" else ["#"]
+    for scope in scopes:
+        levels = scope.strip("/").split("/")
+        if _levels_match(levels, wanted):
             return True
     return False
+
+
+def _levels_match(levels: list[str], wanted: list[str]) -> bool:
+    for index, part in enumerate(wanted):
+        if part == "#":
+            return True
+        if index >= len(levels) or (part != "+" and part != levels[index]):
+            return False
+    return len(levels) == len(wanted)
+
+
+def parse_scope_query(text: str) -> tuple[tuple[str, ...], ...]:
+    """``,`` separates alternatives, ``;`` joins patterns that must all match."""
+    groups = []
+    for alternative in text.split(","):
+        patterns = tuple(p.strip() for p in alternative.split(";"))
+        for pattern in patterns:
+            if not _SCOPE_PATTERN.fullmatch(pattern):
+                raise BadRequestData(f"scopeQ pattern {pattern!r} is not a scope path (levels, '+' for one, a final '#' for any)")
+        groups.append(patterns)
+    return tuple(groups)
+
+
+_SCOPE_PATTERN = re.compile(r"/#|(/([^/#+\s]+|\+))+(/#)?")
+
+
+def order_key(entity: Entity, path: Path) -> tuple[int, Any]:
+    """A sort key for ``orderBy``: numbers, then text, then anything else; missing values last."""
+    if path.attr == "@id":
+        value: Any = entity["id"]
+    elif path.attr == "@type":
+        value = entity["type"][0]
+    elif path.attr in ("@createdAt", "@modifiedAt"):
+        value = entity.get(path.attr[1:])
+    else:
+        value = next(iter(values_at(entity, path)), None)
+    if value is None:
+        return (3, "")
+    if isinstance(value, bool):
+        return (2, str(value))
+    if isinstance(value, (int, float)):
+        return (0, value)
+    if isinstance(value, str):
+        return (1, value)
+    return (2, orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode())
+
+
+def sort_entities(entities: list[Entity], order_by: tuple[tuple[Path, bool], ...]) -> list[Entity]:
+    ordered = list(entities)
+    for path, descending in reversed(order_by):
+        present = [e for e in ordered if order_key(e, path)[0] != 3]
+        missing = [e for e in ordered if order_key(e, path)[0] == 3]
+        present.sort(key=lambda e: order_key(e, path), reverse=descending)
+        ordered = present + missing
+    return ordered
+
+
+def parse_order_by(text: str, terms: TermMap) -> tuple[tuple[Path, bool], ...]:
+    """``name;asc,address.city;desc,createdAt``: attribute paths (or id, type, createdAt, modifiedAt)."""
+    keys = []
+    for part in text.split(","):
+        name, _, direction = part.strip().partition(";")
+        direction = direction.strip() or "asc"
+        if direction not in ("asc", "desc") or not name.strip():
+            raise BadRequestData(f"orderBy entry {part!r} must be a path optionally followed by ;asc or ;desc")
+        name = name.strip()
+        if name in ("id", "type", "createdAt", "modifiedAt"):
+            path = Path("@" + name, text=name)
+        else:
+            path = path_of(name, terms)
+        keys.append((path, direction == "desc"))
+    return tuple(keys)

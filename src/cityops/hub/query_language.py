@@ -401,6 +401,11 @@ def _is_iri_like(text: str) -> bool:
     return "://" in text
 
 
+def path_of(text: str, terms: TermMap) -> Path:
+    """An attribute path as the query language writes it (``name.sub[key]``), expanded."""
+    return _Parser(text, terms).parse_path(text)
+
+
 def parse_q(text: str, terms: TermMap) -> Node:
     """Parse a ``q`` expression, expanding attribute names with ``terms``."""
     if len(text) > _MAX_QUERY_LENGTH:

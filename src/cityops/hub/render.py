@@ -1,26 +1,38 @@
 """Entities from stored form to what a client asked for: normalized, concise, keyValues or GeoJSON,
-compacted with the client's @context, with projections (attrs, pick, omit), sysAttrs and lang.
-"""
+compacted with the client's @context, projected (attrs, pick, omit, datasetId), with sysAttrs and
+lang, and with linked entities joined inline or flat (NGSI-LD linked entity retrieval)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from .context import TermMap
 from .entity import DATA_MEMBER, RESERVED_MEMBERS, Entity, Instance
+from .projection import Projection
 
 FORMATS = ("normalized", "concise", "keyValues")
+JOINS = ("inline", "flat", "@none")
 _SYSTEM = ("createdAt", "modifiedAt")
 
+Fetch = Callable[[list[str]], Awaitable[dict[str, Entity]]]
 
-@dataclass
-class Projection:
-    """Which parts of an entity to return. ``attrs`` holds attribute IRIs; pick/omit hold compact member names."""
 
-    attrs: frozenset[str] | None = None
-    pick: frozenset[str] | None = None
-    omit: frozenset[str] | None = None
+def parse_language_preferences(text: str) -> list[tuple[str, float]]:
+    """``fr-CH,fr;q=0.9,en;q=0.8,*;q=0.5`` as (tag, weight), heaviest first (stable)."""
+    preferences = []
+    for index, part in enumerate(text.split(",")):
+        tag, _, params = part.strip().partition(";")
+        weight = 1.0
+        params = params.strip()
+        if params.startswith("q="):
+            try:
+                weight = float(params[2:])
+            except ValueError:
+                weight = 0.0
+        if tag.strip():
+            preferences.append((tag.strip(), weight, index))
+    preferences.sort(key=lambda p: (-p[1], p[2]))
+    return [(tag, weight) for tag, weight, _ in preferences]
 
 
 class Renderer:
@@ -36,41 +48,41 @@ class Renderer:
         self.terms = terms
         self.fmt = fmt
         self.sys_attrs = sys_attrs
-        self.lang = lang
+        self.lang = parse_language_preferences(lang) if lang else None
         self.projection = projection or Projection()
 
     def compact_types(self, types: list[str]) -> str | list[str]:
         compact = [self.terms.compact(t) for t in types]
         return compact[0] if len(compact) == 1 else compact
 
-    def entity(self, entity: Entity) -> dict[str, Any]:
-        projection = self.projection
-        pick, omit, attrs_wanted = projection.pick, projection.omit, projection.attrs
+    # -- one entity ----------------------------------------------------------------------------
+    def entity(self, entity: Entity, projection: Projection | None = None) -> dict[str, Any]:
+        projection = projection or self.projection
+        keeps = projection.keeps
         out: dict[str, Any] = {}
-        if self._wanted("id", pick, omit):
+        if keeps("id"):
             out["id"] = entity["id"]
-        if self._wanted("type", pick, omit):
+        if keeps("type"):
             out["type"] = self.compact_types(entity["type"])
-        if "scope" in entity and self._wanted("scope", pick, omit):
+        if "scope" in entity and keeps("scope"):
             out["scope"] = entity["scope"][0] if len(entity["scope"]) == 1 else entity["scope"]
+        attrs_wanted, datasets = projection.attrs, projection.datasets
         for iri, instances in entity["attrs"].items():
             if attrs_wanted is not None and iri not in attrs_wanted:
                 continue
             name = self.terms.compact(iri)
-            if not self._wanted(name, pick, omit):
+            if not keeps(name):
                 continue
+            if datasets is not None:
+                instances = [i for i in instances if i.get("datasetId") in datasets]
+                if not instances:
+                    continue
             out[name] = self.attribute(instances)
         if self.sys_attrs:
             for member in _SYSTEM:
-                if member in entity and self._wanted(member, pick, omit):
+                if member in entity and keeps(member):
                     out[member] = entity[member]
         return out
-
-    @staticmethod
-    def _wanted(name: str, pick: frozenset[str] | None, omit: frozenset[str] | None) -> bool:
-        if pick is not None and name not in pick:
-            return False
-        return omit is None or name not in omit
 
     def attribute(self, instances: list[Instance]) -> Any:
         render = {"normalized": self.normalized, "concise": self.concise, "keyValues": self.key_value}[self.fmt]
@@ -97,7 +109,7 @@ class Renderer:
 
     def _language(self, instance: Instance) -> Instance:
         """With ``lang``, a LanguageProperty becomes a Property holding the text in the best-matching language."""
-        if self.lang is None or self.lang == "*" or instance.get("type") != "LanguageProperty":
+        if self.lang is None or instance.get("type") != "LanguageProperty":
             return instance
         language_map = instance.get("languageMap") or {}
         tag = self._pick_language(language_map)
@@ -109,13 +121,16 @@ class Renderer:
         return converted
 
     def _pick_language(self, language_map: dict[str, Any]) -> str | None:
-        wanted = [part.split(";")[0].strip() for part in (self.lang or "").split(",") if part.strip()]
-        for tag in wanted:
+        for tag, weight in self.lang or ():
+            if weight <= 0:
+                continue
+            if tag == "*":
+                return next(iter(language_map), None)
             if tag in language_map:
                 return tag
-        for tag in wanted:
+            base = tag.split("-")[0]
             for candidate in language_map:
-                if candidate.split("-")[0] == tag.split("-")[0]:
+                if candidate.split("-")[0] == base:
                     return candidate
         if "@none" in language_map:
             return "@none"
@@ -152,5 +167,68 @@ class Renderer:
         if instances and instances[0].get("type") == "GeoProperty":
             geometry = instances[0].get("value")
         properties = {k: v for k, v in rendered.items() if k != "id"}
-        feature: dict[str, Any] = {"id": entity["id"], "type": "Feature", "geometry": geometry, "properties": properties}
-        return feature
+        return {"id": entity["id"], "type": "Feature", "geometry": geometry, "properties": properties}
+
+    # -- linked entities -----------------------------------------------------------------------
+    async def joined(self, roots: list[Entity], fetch: Fetch, *, join: str, level: int) -> list[dict[str, Any]]:
+        """Render ``roots`` with the entities their relationships point at, ``level`` hops deep:
+        ``inline`` puts each linked entity into its relationship (``entity``; in keyValues the
+        relationship's value), ``flat`` returns the roots followed by every linked entity once."""
+        rendered = [self.entity(root) for root in roots]
+        if join == "@none" or level < 1:
+            return rendered
+        seen = {root["id"] for root in roots}
+        flat_tail: list[dict[str, Any]] = []
+        frontier = [(out, root, self.projection) for out, root in zip(rendered, roots)]
+        for _ in range(level):
+            wanted: dict[str, list[tuple[dict[str, Any], str, Projection]]] = {}
+            for out, source, projection in frontier:
+                for iri, instances in source["attrs"].items():
+                    name = self.terms.compact(iri)
+                    if name not in out:
+                        continue
+                    for target in _relationship_targets(instances):
+                        wanted.setdefault(target, []).append((out, name, projection.linked(name)))
+            if not wanted:
+                break
+            found = await fetch(list(wanted))
+            next_frontier = []
+            for target_id, uses in wanted.items():
+                target = found.get(target_id)
+                if target is None:
+                    continue
+                for out, name, projection in uses:
+                    linked_out = self.entity(target, projection)
+                    if join == "inline":
+                        self._inline(out, name, target_id, linked_out)
+                        next_frontier.append((linked_out, target, projection))
+                    elif target_id not in seen:
+                        seen.add(target_id)
+                        flat_tail.append(linked_out)
+                        next_frontier.append((linked_out, target, projection))
+            frontier = next_frontier
+        return rendered + flat_tail
+
+    def _inline(self, out: dict[str, Any], name: str, target_id: str, linked: dict[str, Any]) -> None:
+        value = out[name]
+        if self.fmt == "keyValues":
+            if value == target_id:
+                out[name] = linked
+            elif isinstance(value, list):
+                out[name] = [linked if item == target_id else item for item in value]
+            return
+        for instance in value if isinstance(value, list) else [value]:
+            if isinstance(instance, dict) and instance.get("object") == target_id:
+                instance["entity"] = linked
+
+
+def _relationship_targets(instances: list[Instance]) -> list[str]:
+    targets: list[str] = []
+    for instance in instances:
+        if instance.get("type") != "Relationship":
+            continue
+        objects = instance.get("object")
+        for target in objects if isinstance(objects, list) else [objects]:
+            if isinstance(target, str) and target not in targets:
+                targets.append(target)
+    return targets

@@ -12,15 +12,15 @@ the writer thread writes. Each read sees the last committed state.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from typing import Any, Iterable
 
 import orjson
 
-from shapely.geometry import shape
 
 from ..hub.entity import Entity
-from ..hub.geo import GeoQuery
-from ..hub.query import EntityQuery, Selector
+from ..hub.geo import GeoQuery, geometry_of
+from ..hub.query import EntityQuery, Selector, sort_entities
 from ..hub.query_language import And, DateTimeLiteral, Node, Or, Term
 from .contract import AttributeSummary, QueryResult, TypeSummary
 from .sqlite_geo import cover
@@ -84,6 +84,10 @@ class Reader:
         return self.read(self._query, query)
 
     def _query(self, query: EntityQuery) -> QueryResult:
+        if query.order_by:
+            everything = self._query(replace(query, order_by=None, limit=2**62, offset=0, count=False)).entities
+            ordered = sort_entities(everything, query.order_by)
+            return QueryResult(ordered[query.offset : query.offset + query.limit], len(ordered) if query.count else None)
         conditions = self._conditions(query)
         if any(condition is FALSE for condition in conditions):
             return QueryResult([], 0 if query.count else None)
@@ -176,7 +180,7 @@ class Reader:
                 [max_lon, min_lon, max_lat, min_lat, attr_id, *params],
             )
         for rid, geojson in shapes:
-            geometry = shape(orjson.loads(geojson))
+            geometry = geometry_of(orjson.loads(geojson))
             if geo.relation == "near":
                 distance = geo.distance_m(geometry, None)
                 if geo.distance_ok(distance) and (rid not in found or distance < found[rid]):
