@@ -46,7 +46,7 @@ def test_unacceptable_accept_is_406(api: Api) -> None:
 def test_unknown_path_and_method_are_problem_details(api: Api) -> None:
     missing = api.get("/nothing-here")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
-    wrong_method = api.delete("/entities")
+    wrong_method = api.put("/entities")
     assert wrong_method.status_code == 405 and wrong_method.json()["status"] == 405
 
 
@@ -75,3 +75,18 @@ def test_inline_context_in_json_ld_body(api: Api) -> None:
 
 def test_health(api: Api) -> None:
     assert api.client.get("/health").json() == {"status": "ok"}
+
+
+def test_unknown_query_parameter_is_400_invalid_request(api: Api) -> None:
+    response = api.get("/entities", params={"type": "Camera", "limt": "5"})
+    assert response.status_code == 400 and response.json()["type"].endswith("InvalidRequest")
+    assert "limt" in response.json()["detail"]
+
+
+def test_purge_deletes_what_the_query_selects(api: Api) -> None:
+    for number in range(1, 4):
+        api.create(camera(number, status={"type": "Property", "value": "off" if number < 3 else "on"}))
+    assert api.delete("/entities", params={"type": "Camera", "q": 'status=="off"'}).status_code == 204
+    remaining = api.get("/entities", params={"type": "Camera"}).json()
+    assert [e["id"] for e in remaining] == ["urn:ngsi-ld:Camera:003"]
+    assert api.delete("/entities").status_code == 400

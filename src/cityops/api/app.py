@@ -49,7 +49,8 @@ class CityOps:
 async def ngsi_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, NgsiError)
     if exc.status >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
+        level = logging.ERROR if exc.status == 500 else logging.WARNING
+        log.log(level, "%s %s answered %d: %s", request.method, request.url.path, exc.status, exc.detail)
     return problem_response(exc)
 
 

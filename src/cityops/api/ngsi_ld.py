@@ -458,6 +458,26 @@ class NgsiLdApi:
         join = self.join_of(params.get("join"), params.get("joinLevel"))
         return await self.run_query(negotiated, query, renderer, request, join)
 
+    async def purge_entities(self, request: Request) -> Response:
+        """DELETE /entities?type=…&q=…: delete every entity the query selects (NGSI-LD purge)."""
+        check_params(request, {"id", "type", "idPattern", "q", "scopeQ", "local"})
+        terms = await self.resolver.resolve(link_context(request))
+        params = request.query_params
+        selector = self.selector(params.get("id"), params.get("type"), params.get("idPattern"), terms)
+        query = EntityQuery(selectors=(selector,) if selector is not None else None, limit=self.settings.max_batch_size)
+        if params.get("q") is not None:
+            query.q = parse_q(params["q"], terms)
+        if params.get("scopeQ") is not None:
+            query.scope = parse_scope_query(params["scopeQ"])
+        if not (params.get("type") or params.get("idPattern") or query.q or query.scope):
+            raise BadRequestData("purging needs type, idPattern, q or scopeQ, so that a typo cannot delete the whole hub")
+        tenant = self.tenant_of(request)
+        while True:
+            found = await self.hub.query(tenant, query)
+            if not found.entities:
+                return Response(status_code=204)
+            await self.hub.batch_delete(tenant, [e["id"] for e in found.entities])
+
     def selector(self, ids: Any, types: Any, id_pattern: Any, terms: TermMap) -> Selector | None:
         if ids is None and types is None and id_pattern is None:
             return None
@@ -751,7 +771,11 @@ class NgsiLdApi:
         one = e + "/{entity_id:maybe}"
         routes = []
         for collection in (e, e + "/"):
-            routes += [Route(collection, self.query_entities, methods=["GET"]), Route(collection, self.create_entity, methods=["POST"])]
+            routes += [
+                Route(collection, self.query_entities, methods=["GET"]),
+                Route(collection, self.create_entity, methods=["POST"]),
+                Route(collection, self.purge_entities, methods=["DELETE"]),
+            ]
         routes += [
             Route(one, self.retrieve_entity, methods=["GET"]),
             Route(one, self.delete_entity, methods=["DELETE"]),
