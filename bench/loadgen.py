@@ -13,8 +13,9 @@ Three ways to drive the server (``LoadSpec``):
   latencies include queueing in the server (about concurrency / throughput).
 - **open loop** (``rate=R``): requests are due at a fixed rate R whatever the server does, spread
   over ``concurrency`` connections. Latency is measured from when each request was *due*, so a
-  server falling behind shows its full delay (no coordinated omission). This answers "does it
-  sustain R req/s with p95 under X ms".
+  server falling behind shows its full delay (no coordinated omission). Requests still waiting
+  for a connection a second after the window count as unsent, with the wait so far as their
+  latency. This answers "does it sustain R req/s with p95 under X ms".
 - **fixed work** (``requests=N``, closed loop): send exactly N requests (e.g. a data load) and time
   the whole of it.
 
@@ -39,10 +40,12 @@ import multiprocessing
 import resource
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple, TypeVar, cast
 
+T = TypeVar("T")
 RequestFactory = Callable[[int], bytes]
 """Builds the bytes of one whole HTTP/1.1 request from a sequence number unique to that request."""
 
@@ -54,6 +57,8 @@ MAX_FAILURE_SAMPLES = 10
 REQUEST_SAMPLE_BYTES = 1500
 RESPONSE_SAMPLE_BYTES = 4000
 _NS = 1_000_000_000
+OPEN_LOOP_DRAIN_S = 1.0
+"""Open loop: seconds after the window during which requests already due may still be sent."""
 
 
 class ProtocolError(Exception):
@@ -101,8 +106,7 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -231,7 +235,7 @@ class LoadResult:
     window_s: float = 0.0
     completed: int = 0
     """Answers received within the measurement window."""
-    latencies_ns: array = field(default_factory=lambda: array("q"))
+    latencies_ns: array[int] = field(default_factory=lambda: array("q"))
     """Latency of each request sent within the window (open loop: from when it was due)."""
     sent: int = 0
     """Every request sent, warm-up included."""
@@ -244,7 +248,9 @@ class LoadResult:
     failures: list[dict[str, Any]] = field(default_factory=list)
     """The first few unexpected answers and connection errors, with request and response."""
     backlog: int = 0
-    """Open loop: requests that were due but never sent because no connection was free in time."""
+    """Open loop: requests due in the window but never sent because no connection was free before
+    the end of the window plus ``OPEN_LOOP_DRAIN_S``; their latencies count as the time waited
+    until then (a lower bound)."""
     generator_cpu_s: float = 0.0
     """CPU seconds (user + system) of the generator process(es) within the window."""
 
@@ -351,6 +357,7 @@ class _Run:
         self.start_ns = start_ns
         self.window_start = start_ns + int(spec.warmup * _NS) if spec.requests is None else start_ns
         self.window_end = self.window_start + int(spec.duration * _NS) if spec.requests is None else 0
+        self.drain_end = self.window_end + int(OPEN_LOOP_DRAIN_S * _NS)
         self.remaining = 0  # fixed work: requests still to send
         self.last_answer_ns = start_ns
         self._cpu_start = 0.0
@@ -420,13 +427,24 @@ class _Run:
     async def open_worker(self, connection: _Connection, queue: asyncio.Queue[int | None]) -> None:
         while True:
             due_ns = await queue.get()
-            if due_ns is None or time.monotonic_ns() >= self.window_end:
+            if due_ns is None:
                 break
+            if time.monotonic_ns() >= self.drain_end:
+                self.unsent(due_ns)
+                continue
             connection = await self.send(connection, due_ns)
         connection.close()
 
-    async def producer(self, queue: asyncio.Queue[int | None], rate: float) -> None:
-        """Puts the due time of each request on the queue, at ``rate`` per second."""
+    def unsent(self, due_ns: int) -> None:
+        """A request that was due but found no free connection before the end of the drain: it
+        counts with the time it had waited by then, a lower bound of its latency."""
+        if due_ns >= self.window_start:
+            self.result.backlog += 1
+            self.result.latencies_ns.append(time.monotonic_ns() - due_ns)
+
+    async def producer(self, queue: asyncio.Queue[int | None], rate: float, workers: int) -> None:
+        """Puts the due time of each request on the queue, at ``rate`` per second, until the end
+        of the window; after the drain period, what is left is unsent."""
         interval = _NS / rate
         for k in itertools.count():
             due = self.start_ns + int(k * interval)
@@ -436,10 +454,12 @@ class _Run:
             if due > now:
                 await asyncio.sleep((due - now) / _NS)
             queue.put_nowait(due)
-        self.result.backlog = max(0, queue.qsize())
+        await _sleep_until(self.drain_end)
         while not queue.empty():
-            queue.get_nowait()
-        for _ in range(self.spec.concurrency):
+            due_ns = queue.get_nowait()
+            if due_ns is not None:
+                self.unsent(due_ns)
+        for _ in range(workers):
             queue.put_nowait(None)
 
     async def window_marks(self) -> None:
@@ -468,7 +488,7 @@ class _Run:
         elif spec.rate is not None:
             queue: asyncio.Queue[int | None] = asyncio.Queue()
             share = spec.rate * len(connections) / max(1, spec.concurrency)
-            workers = [asyncio.ensure_future(self.producer(queue, share))]
+            workers = [asyncio.ensure_future(self.producer(queue, share, len(connections)))]
             workers += [asyncio.ensure_future(self.open_worker(c, queue)) for c in connections]
         else:
             workers = [asyncio.ensure_future(self.closed_worker(c)) for c in connections]
@@ -528,7 +548,7 @@ def event_loop_name() -> str:
     return "uvloop"
 
 
-def _run_in_new_loop(coroutine: Any) -> Any:
+def _run_in_new_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     loop = _new_loop()
     try:
         return loop.run_until_complete(coroutine)
@@ -536,7 +556,7 @@ def _run_in_new_loop(coroutine: Any) -> Any:
         loop.close()
 
 
-def _child(spec: LoadSpec, index: int, processes: int, start_ns: int, pipe: Any) -> None:
+def _child(spec: LoadSpec, index: int, processes: int, start_ns: int, pipe: Connection) -> None:
     try:
         result = _run_in_new_loop(_run_process(spec, index, processes, start_ns, None))
         pipe.send(("ok", result))
