@@ -188,6 +188,19 @@ class GeoQuery:
         target = geometry if geometry is not None else shapely.Point(point)
         return float(self._projected.distance(self._project(target)))
 
+    def metres_per_degree(self) -> tuple[float, float]:
+        """(east-west, north-south) metres a degree at the query point: the local planar projection."""
+        assert self.point is not None
+        return (
+            math.radians(1) * EARTH_RADIUS_M * math.cos(math.radians(self.point[1])),
+            math.radians(1) * EARTH_RADIUS_M,
+        )
+
+    @staticmethod
+    def band(limit: float) -> float:
+        """Metres around a distance limit where the planar distance may disagree with the great circle."""
+        return 1e-3 * limit + 1e-9 * limit * limit + 0.01
+
     def near_points(self, rows: list[tuple[int, float, float]]) -> list[tuple[int, float]]:
         """(rid, metres) of the rows (rid, lon, lat) within the near-query's distance of its point.
 
@@ -198,11 +211,10 @@ class GeoQuery:
             return []
         data = np.asarray(rows, dtype=float)
         lon0, lat0 = self.point
-        kx = math.radians(1) * EARTH_RADIUS_M * math.cos(math.radians(lat0))
-        ky = math.radians(1) * EARTH_RADIUS_M
+        kx, ky = self.metres_per_degree()
         approx = np.hypot((data[:, 1] - lon0) * kx, (data[:, 2] - lat0) * ky)
         limit = self.max_distance if self.max_distance is not None else self.min_distance or 0.0
-        band = 1e-3 * limit + 1e-6 * limit * limit / 1000 + 0.01
+        band = self.band(limit)
         result = []
         for (rid, lon, lat), distance in zip(rows, approx.tolist()):
             if abs(distance - limit) <= band:

@@ -24,6 +24,17 @@ from ..hub.query import EntityQuery, Selector, sort_entities
 from ..hub.query_language import And, DateTimeLiteral, Node, Or, Term
 from .contract import AttributeSummary, QueryResult, TypeSummary
 from .sqlite_geo import cover
+from .sqlite_plan import (
+    ESTIMATE_CAP,
+    Conjunct,
+    equality_conjunct,
+    membership_conjunct,
+    negated_conjunct,
+    plan_sql,
+    range_conjunct,
+    smallest_estimate,
+    type_conjunct,
+)
 from .sqlite_schema import BOOLEAN, INDEXED_KINDS, KIND_NAME, NUMBER, STRING, IriCache, load_kinds
 
 
@@ -96,6 +107,9 @@ class Reader:
         sql_exact = all(c.exact for c in conditions) and query.scope is None
         c = self.connection
         if sql_exact and query.geo is None:
+            planned = self._planned(query)
+            if planned is not None:
+                return planned
             total = None
             if query.count:
                 total = c.execute(f"SELECT count(*) FROM entities e WHERE {where}", params).fetchone()[0]
@@ -108,10 +122,97 @@ class Reader:
             return QueryResult([orjson.loads(doc) for (doc,) in rows], total)
         return self._query_with_filter(query, where, params, sql_exact)
 
+    def _planned(self, query: EntityQuery) -> QueryResult | None:
+        """The answer through the conjunction planner, when the query is one and worth it."""
+        conjuncts = self._conjuncts(query)
+        if conjuncts is None:
+            return None
+        if conjuncts == "empty":
+            return QueryResult([], 0 if query.count else None)
+        plan = plan_sql(conjuncts, self.connection)
+        if plan is None:
+            return None
+        if not query.count and smallest_estimate(conjuncts) > ESTIMATE_CAP:
+            return None  # large and unselective: walking entities in order and stopping at the page is cheaper
+        rids = sorted(rid for (rid,) in self.connection.execute(*plan))
+        page = rids[query.offset : query.offset + query.limit]
+        return QueryResult(self._docs(page), len(rids) if query.count else None)
+
+    def _conjuncts(self, query: EntityQuery) -> list[Conjunct] | str | None:
+        conjuncts: list[Conjunct] = []
+        if query.selectors is not None:
+            if len(query.selectors) != 1:
+                return None
+            selector = query.selectors[0]
+            if selector.id_pattern is not None:
+                return None
+            if selector.ids is not None:
+                marks = ",".join("?" * len(selector.ids))
+                conjuncts.append(membership_conjunct(f"SELECT rid FROM entities WHERE id IN ({marks})", list(selector.ids)))
+            if selector.types is not None:
+                if len(selector.types) != 1:
+                    return None
+                for type_iri in selector.types[0]:
+                    type_id = self._known(type_iri)
+                    if type_id is None:
+                        return "empty"
+                    conjuncts.append(type_conjunct(type_id))
+        if query.attrs is not None:
+            ids = [i for i in (self._known(a) for a in query.attrs) if i is not None]
+            if not ids:
+                return "empty"
+            conjuncts.append(membership_conjunct(f"SELECT rid FROM attr_values WHERE attr_id IN ({','.join(map(str, ids))})", []))
+        if query.q is not None:
+            terms = [query.q] if isinstance(query.q, Term) else list(query.q.children) if isinstance(query.q, And) else None
+            if terms is None or not all(isinstance(t, Term) for t in terms):
+                return None
+            for term in terms:
+                found = self._term_conjuncts(term)  # type: ignore[arg-type]
+                if found is None or found == "empty":
+                    return found
+                conjuncts.extend(found)
+        return conjuncts or None
+
+    def _term_conjuncts(self, term: Term) -> list[Conjunct] | str | None:
+        condition = self._term_condition(term)
+        if not condition.exact:
+            return None
+        attr_id = self._known(term.path.attr)
+        if attr_id is None:
+            return [] if term.op == "!exists" else "empty"
+        if condition is FALSE:
+            return "empty"
+        present = f"attr_id = {attr_id}"
+        if term.op == "exists":
+            return [range_conjunct(present, [])]
+        if term.op == "!exists":
+            return [negated_conjunct(present, [])]
+        if term.low is not None:
+            kind = NUMBER if isinstance(term.low, (int, float)) else STRING
+            equal = f"attr_id = {attr_id} AND kind = {kind} AND val BETWEEN ? AND ?"
+            params = [term.low, term.high]
+            if term.op == "==":
+                return [range_conjunct(equal, params)]
+            return [range_conjunct(present, []), negated_conjunct(equal, params)]
+        if term.op in ("==", "!="):
+            kinds = {NUMBER if isinstance(v, (int, float)) and not isinstance(v, bool) else STRING if isinstance(v, str) else BOOLEAN for v in term.values}
+            if len(kinds) != 1:
+                return None
+            kind = kinds.pop()
+            values = [int(v) if kind == BOOLEAN else v for v in term.values]
+            if term.op == "==":
+                return [equality_conjunct(attr_id, kind, values)]
+            marks = ",".join("?" * len(values))
+            return [range_conjunct(present, []), negated_conjunct(f"attr_id = {attr_id} AND kind = {kind} AND val IN ({marks})", values)]
+        literal = term.values[0]
+        kind = NUMBER if isinstance(literal, (int, float)) else STRING
+        return [range_conjunct(f"attr_id = {attr_id} AND kind = {kind} AND val {term.op} ?", [literal])]
+
     def _query_with_filter(self, query: EntityQuery, where: str, params: list[Any], sql_exact: bool) -> QueryResult:
         """Decide candidates exactly, in result order, and keep the page (and the count)."""
         if query.geo is not None:
-            ordered = [rid for _, rid in self._geo_matches(query.geo, where, params)]
+            needed = None if query.count or not sql_exact else query.offset + query.limit
+            ordered = [rid for _, rid in self._geo_matches(query.geo, where, params, needed)]
             if sql_exact:
                 page_rids = ordered[query.offset : query.offset + query.limit]
                 return QueryResult(self._docs(page_rids), len(ordered) if query.count else None)
@@ -134,9 +235,10 @@ class Reader:
                 break
         return QueryResult(page, matched if query.count else None)
 
-    def _geo_matches(self, geo: GeoQuery, where: str, params: list[Any]) -> list[tuple[float, int]]:
-        """(order key, rid) of every entity whose GeoProperty satisfies ``geo`` and whose row satisfies
-        ``where``, in result order: by distance for ``near``, else by creation order."""
+    def _geo_matches(self, geo: GeoQuery, where: str, params: list[Any], needed: int | None = None) -> list[tuple[float, int]]:
+        """(order key, rid) of the entities whose GeoProperty satisfies ``geo`` and whose row satisfies
+        ``where``, in result order: by distance for ``near``, else by creation order. With ``needed``,
+        a near-query may stop after the ``needed`` nearest points."""
         attr_id = self._known(geo.geoproperty)
         if attr_id is None:
             return []
@@ -147,7 +249,9 @@ class Reader:
         near_point = geo.relation == "near" and geo.point is not None
 
         # points, through their Z-order keys
-        if box is None:
+        if near_point:
+            self._near_points(geo, attr_id, box, join, condition, params, needed, found)
+        elif box is None:
             rows = self.connection.execute(
                 f"SELECT g.rid, g.lon, g.lat FROM geo_points g{join} WHERE g.attr_id = ?{condition}", [attr_id, *params]
             ).fetchall()
@@ -159,11 +263,7 @@ class Reader:
                 f"CROSS JOIN geo_points g{join} WHERE g.attr_id = ? AND g.cell BETWEEN r.low AND r.high{condition}"
             )
             rows = self.connection.execute(sql, [x for pair in ranges for x in pair] + [attr_id, *params]).fetchall()
-        if near_point:
-            for rid, distance in geo.near_points(rows):
-                if rid not in found or distance < found[rid]:
-                    found[rid] = distance
-        else:
+        if not near_point:
             for rid in geo.matching_points(rows):
                 found[rid] = float(rid)
 
@@ -188,6 +288,46 @@ class Reader:
             elif geo.matches_geometry(geometry):
                 found[rid] = float(rid)
         return sorted((key, rid) for rid, key in found.items())
+
+    def _near_points(
+        self,
+        geo: GeoQuery,
+        attr_id: int,
+        box: tuple[float, float, float, float] | None,
+        join: str,
+        condition: str,
+        params: list[Any],
+        needed: int | None,
+        found: dict[int, float],
+    ) -> None:
+        """Points near the query point, nearest first: SQLite computes a planar distance for each
+        candidate, filters and sorts by it (stopping after ``needed`` when it may); a thin band around
+        the limit is then decided by the great-circle distance (``GeoQuery.near_points``)."""
+        lon0, lat0 = geo.point  # type: ignore[misc]
+        kx, ky = geo.metres_per_degree()
+        d2 = f"((g.lon - {lon0!r}) * {kx!r}) * ((g.lon - {lon0!r}) * {kx!r}) + ((g.lat - {lat0!r}) * {ky!r}) * ((g.lat - {lat0!r}) * {ky!r})"
+        limit = geo.max_distance if geo.max_distance is not None else geo.min_distance or 0.0
+        margin = geo.band(limit)
+        bound = f"{d2} <= {(limit + margin) ** 2!r}" if geo.max_distance is not None else f"{d2} >= {max(0.0, limit - margin) ** 2!r}"
+        select = f"SELECT g.rid, g.lon, g.lat FROM "
+        if box is None:
+            source, source_params = f"geo_points g{join} WHERE g.attr_id = ?", [attr_id]
+        else:
+            ranges = cover(*box)
+            values = ",".join("(?, ?)" for _ in ranges)
+            select = f"WITH ranges (low, high) AS (VALUES {values}) " + select
+            source = f"ranges r CROSS JOIN geo_points g{join} WHERE g.attr_id = ? AND g.cell BETWEEN r.low AND r.high"
+            source_params = [x for pair in ranges for x in pair] + [attr_id]
+        sql = f"{select}{source} AND {bound}{condition} ORDER BY {d2}, g.rid"
+        arguments = source_params + list(params)
+        extra = 16
+        rows = self.connection.execute(sql + (f" LIMIT {needed + extra}" if needed is not None else ""), arguments).fetchall()
+        accepted = geo.near_points(rows)
+        if needed is not None and len(rows) == needed + extra and len({rid for rid, _ in accepted}) < needed:
+            accepted = geo.near_points(self.connection.execute(sql, arguments).fetchall())
+        for rid, distance in accepted:
+            if rid not in found or distance < found[rid]:
+                found[rid] = distance
 
     def _docs(self, rids: list[int]) -> list[Entity]:
         if not rids:

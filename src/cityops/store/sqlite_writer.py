@@ -31,6 +31,8 @@ from .sqlite_schema import IriCache, attribute_rows, load_kinds
 log = logging.getLogger("cityops.store")
 
 MAX_GROUP = 256  # units of work committed together at most
+CHECKPOINT_EVERY_CHANGES = 20_000  # copy the WAL back after this many changed entities...
+CHECKPOINT_EVERY_SECONDS = 2.0  # ...or this often, whichever comes first
 
 
 class PendingWrites:
@@ -89,6 +91,7 @@ class Writer:
     def __init__(self, connection: sqlite3.Connection, checkpoint_connection: sqlite3.Connection, name: str):
         self.connection = connection
         connection.execute("PRAGMA wal_autocheckpoint=0")
+        connection.execute("PRAGMA journal_size_limit=67108864")  # a reset WAL shrinks back to 64 MiB
         self.iris = IriCache(connection)
         self.kinds = load_kinds(connection)
         self.pending: PendingWrites | None = None
@@ -96,6 +99,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name=f"cityops-writer-{name}", daemon=True)
         self._checkpoints = checkpoint_connection
         self._checkpoint_due = threading.Event()
+        self._changes_since_checkpoint = 0
         self._closing = False
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name=f"cityops-checkpoint-{name}", daemon=True)
         self._thread.start()
@@ -122,9 +126,13 @@ class Writer:
         self._checkpoints.close()
 
     def _checkpoint_loop(self) -> None:
+        """Copy committed pages from the WAL into the database file now and then, off the writer's path."""
         while not self._closing:
-            self._checkpoint_due.wait(timeout=1.0)
+            self._checkpoint_due.wait(timeout=CHECKPOINT_EVERY_SECONDS)
             self._checkpoint_due.clear()
+            if not self._changes_since_checkpoint:
+                continue
+            self._changes_since_checkpoint = 0
             try:
                 self._checkpoints.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as error:  # the next round retries; the WAL keeps every change meanwhile
@@ -168,7 +176,9 @@ class Writer:
                 done.append((job, result, writes.changes))
             self.flush()
             self.connection.execute("COMMIT")
-            self._checkpoint_due.set()
+            self._changes_since_checkpoint += sum(len(changes) for _, _, changes in done) or 1
+            if self._changes_since_checkpoint >= CHECKPOINT_EVERY_CHANGES:
+                self._checkpoint_due.set()
         except BaseException as error:
             log.exception("store: a write transaction failed and was rolled back")
             try:
