@@ -38,6 +38,7 @@ class TenantDatabase:
             connect(path, synchronous=synchronous, cache_mb=cache_mb, create=True),
             connect(path, synchronous=synchronous, cache_mb=1, create=False),
             name or "default",
+            path,
         )
         self.reader = Reader(connect(path, synchronous=synchronous, cache_mb=cache_mb, create=False))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -31,8 +32,9 @@ from .sqlite_schema import IriCache, attribute_rows, load_kinds
 log = logging.getLogger("cityops.store")
 
 MAX_GROUP = 256  # units of work committed together at most
-CHECKPOINT_EVERY_CHANGES = 20_000  # copy the WAL back after this many changed entities...
-CHECKPOINT_EVERY_SECONDS = 2.0  # ...or this often, whichever comes first
+CHECKPOINT_EVERY_CHANGES = 2_000  # copy the WAL back after this many changed entities...
+CHECKPOINT_EVERY_SECONDS = 1.0  # ...or this often, whichever comes first
+WAL_RESET_BYTES = 64 * 1024 * 1024  # past this the writer finishes a checkpoint itself, so the WAL can restart
 
 
 class PendingWrites:
@@ -88,8 +90,9 @@ class Writer:
     background thread uses to copy the WAL back into the database file, so that work stays off
     the writer's path (the writer's own automatic checkpoints are off)."""
 
-    def __init__(self, connection: sqlite3.Connection, checkpoint_connection: sqlite3.Connection, name: str):
+    def __init__(self, connection: sqlite3.Connection, checkpoint_connection: sqlite3.Connection, name: str, path: str):
         self.connection = connection
+        self._wal_path = path + "-wal"
         connection.execute("PRAGMA wal_autocheckpoint=0")
         connection.execute("PRAGMA journal_size_limit=67108864")  # a reset WAL shrinks back to 64 MiB
         self.iris = IriCache(connection)
@@ -124,6 +127,21 @@ class Writer:
             pass
         self.connection.close()
         self._checkpoints.close()
+
+    def _limit_wal(self) -> None:
+        """Under sustained writes a background checkpoint never catches up with the end of the WAL,
+        so the WAL (and every page lookup through its index) would grow without bound. When it is
+        large the writer completes a checkpoint itself; its next transaction then restarts the WAL,
+        which journal_size_limit truncates."""
+        try:
+            size = os.stat(self._wal_path).st_size
+        except OSError:
+            return
+        if size > WAL_RESET_BYTES:
+            try:
+                self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as error:
+                log.warning("store: WAL checkpoint failed (%s); will retry", error)
 
     def _checkpoint_loop(self) -> None:
         """Copy committed pages from the WAL into the database file now and then, off the writer's path."""
@@ -179,6 +197,7 @@ class Writer:
             self._changes_since_checkpoint += sum(len(changes) for _, _, changes in done) or 1
             if self._changes_since_checkpoint >= CHECKPOINT_EVERY_CHANGES:
                 self._checkpoint_due.set()
+            self._limit_wal()
         except BaseException as error:
             log.exception("store: a write transaction failed and was rolled back")
             try:
