@@ -58,6 +58,8 @@ class Renderer:
     # -- one entity ----------------------------------------------------------------------------
     def entity(self, entity: Entity, projection: Projection | None = None) -> dict[str, Any]:
         projection = projection or self.projection
+        if projection.pick is None and projection.omit is None and projection.attrs is None and projection.datasets is None:
+            return self._whole(entity)
         keeps = projection.keeps
         out: dict[str, Any] = {}
         if keeps("id"):
@@ -82,6 +84,20 @@ class Renderer:
             for member in _SYSTEM:
                 if member in entity and keeps(member):
                     out[member] = entity[member]
+        return out
+
+    def _whole(self, entity: Entity) -> dict[str, Any]:
+        """The common case, without projection: every member."""
+        out: dict[str, Any] = {"id": entity["id"], "type": self.compact_types(entity["type"])}
+        if "scope" in entity:
+            out["scope"] = entity["scope"][0] if len(entity["scope"]) == 1 else entity["scope"]
+        compact = self.terms.compact
+        render = {"normalized": self.normalized, "concise": self.concise, "keyValues": self.key_value}[self.fmt]
+        for iri, instances in entity["attrs"].items():
+            out[compact(iri)] = render(instances[0]) if len(instances) == 1 else [render(i) for i in instances]
+        if self.sys_attrs:
+            out["createdAt"] = entity["createdAt"]
+            out["modifiedAt"] = entity["modifiedAt"]
         return out
 
     def attribute(self, instances: list[Instance]) -> Any:
