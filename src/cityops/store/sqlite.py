@@ -8,10 +8,13 @@ writer writes; synchronous=NORMAL keeps every committed transaction across a pro
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import queue
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +33,11 @@ TENANT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
 class TenantDatabase:
-    """One tenant's database file with its reader and writer."""
+    """One tenant's database file with its writer, a reader for quick lookups on the event loop's
+    thread, and a small pool of readers in threads for queries: SQLite releases the GIL while it
+    works, so queries use the second core and do not stall the event loop."""
 
-    def __init__(self, path: str, name: str, *, synchronous: str, cache_mb: int):
+    def __init__(self, path: str, name: str, *, synchronous: str, cache_mb: int, query_threads: int = 2):
         self.path = path
         self.writer = Writer(
             connect(path, synchronous=synchronous, cache_mb=cache_mb, create=True),
@@ -41,10 +46,30 @@ class TenantDatabase:
             path,
         )
         self.reader = Reader(connect(path, synchronous=synchronous, cache_mb=cache_mb, create=False))
+        self._pool_readers: queue.SimpleQueue[Reader] = queue.SimpleQueue()
+        self._pool_size = query_threads
+        for _ in range(query_threads):
+            self._pool_readers.put(Reader(connect(path, synchronous=synchronous, cache_mb=cache_mb, create=False)))
+        self._pool = ThreadPoolExecutor(max_workers=query_threads, thread_name_prefix=f"cityops-query-{name or 'default'}")
+
+    async def in_pool(self, method: str, *args: Any) -> Any:
+        """Run ``Reader.<method>(*args)`` on a pooled reader in a query thread."""
+
+        def run() -> Any:
+            reader = self._pool_readers.get()
+            try:
+                return getattr(reader, method)(*args)
+            finally:
+                self._pool_readers.put(reader)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
     def close(self) -> None:
         self.writer.close()
+        self._pool.shutdown(wait=True)
         self.reader.close()
+        for _ in range(self._pool_size):
+            self._pool_readers.get().close()
 
 
 class SQLiteStore:
@@ -118,13 +143,13 @@ class SQLiteStore:
         return self._database(tenant, create=False).reader.get(entity_id)
 
     async def query(self, tenant: str, query: EntityQuery) -> QueryResult:
-        return self._database(tenant, create=False).reader.query(query)
+        return await self._database(tenant, create=False).in_pool("query", query)
 
     async def types(self, tenant: str, with_attributes: bool) -> list[TypeSummary]:
-        return self._database(tenant, create=False).reader.types(with_attributes)
+        return await self._database(tenant, create=False).in_pool("types", with_attributes)
 
     async def attributes(self, tenant: str) -> list[AttributeSummary]:
-        return self._database(tenant, create=False).reader.attributes()
+        return await self._database(tenant, create=False).in_pool("attributes")
 
     async def count_entities(self, tenant: str) -> int:
         return self._database(tenant, create=False).reader.count()

@@ -14,13 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-ESTIMATE_CAP = 2000
+ESTIMATE_CAP = 2000  # a driver listing fewer entities than this is always worth starting from
 
 
 @dataclass
 class Conjunct:
-    driver: str | None  # SELECT rid ... listing the entities that satisfy it (None for negations)
-    driver_params: list[Any] = field(default_factory=list)
+    table: str | None  # the table whose rows matching ``where`` list the entities (None: cannot drive)
+    where: str = ""
+    params: list[Any] = field(default_factory=list)
     probe: str = ""  # a condition on d.rid
     probe_params: list[Any] = field(default_factory=list)
     estimate: int = 0
@@ -28,51 +29,60 @@ class Conjunct:
 
 def type_conjunct(type_id: int) -> Conjunct:
     return Conjunct(
-        driver=f"SELECT rid FROM entity_types WHERE type_id = {type_id}",
+        "entity_types",
+        f"type_id = {type_id}",
         probe=f"EXISTS (SELECT 1 FROM entity_types WHERE type_id = {type_id} AND rid = d.rid)",
     )
 
 
 def equality_conjunct(attr_id: int, kind: int, values: list[Any]) -> Conjunct:
-    marks = ",".join("?" * len(values))
-    where = f"attr_id = {attr_id} AND kind = {kind} AND val IN ({marks})"
+    """A value equal to one of ``values``: probed by a primary-key seek per value."""
+    test = "val = ?" if len(values) == 1 else f"val IN ({','.join('?' * len(values))})"
+    where = f"attr_id = {attr_id} AND kind = {kind} AND {test}"
     return Conjunct(
-        driver=f"SELECT rid FROM attr_values WHERE {where}",
-        driver_params=list(values),
+        "attr_values",
+        where,
+        list(values),
         probe=f"EXISTS (SELECT 1 FROM attr_values WHERE {where} AND rid = d.rid)",
         probe_params=list(values),
     )
 
 
-def membership_conjunct(listing: str, params: list[Any]) -> Conjunct:
-    """A conjunct tested by membership in a listing (materialised once by SQLite)."""
-    return Conjunct(driver=listing, driver_params=list(params), probe=f"d.rid IN ({listing})", probe_params=list(params))
+def membership_conjunct(table: str, where: str, params: list[Any]) -> Conjunct:
+    """A conjunct whose index is not keyed by entity: probing is membership in its (materialised) listing."""
+    return Conjunct(table, where, list(params), probe=f"d.rid IN (SELECT rid FROM {table} WHERE {where})", probe_params=list(params))
 
 
 def range_conjunct(where: str, params: list[Any]) -> Conjunct:
-    """A conjunct whose index is not keyed by entity first: probing is a membership test."""
-    return membership_conjunct(f"SELECT rid FROM attr_values WHERE {where}", params)
+    return membership_conjunct("attr_values", where, params)
 
 
 def negated_conjunct(where: str, params: list[Any]) -> Conjunct:
-    return Conjunct(driver=None, probe=f"d.rid NOT IN (SELECT rid FROM attr_values WHERE {where})", probe_params=list(params))
+    return Conjunct(None, probe=f"d.rid NOT IN (SELECT rid FROM attr_values WHERE {where})", probe_params=list(params))
 
 
 def plan_sql(conjuncts: list[Conjunct], connection: Any) -> tuple[str, list[Any]] | None:
-    """SQL listing the rids of every entity satisfying all conjuncts, driven by the smallest one."""
-    drivers = [c for c in conjuncts if c.driver is not None]
+    """SQL listing the rids of every entity satisfying all conjuncts, driven by the smallest one
+    (a rid may come more than once: callers deduplicate)."""
+    drivers = [c for c in conjuncts if c.table is not None]
     if not drivers:
         return None
-    for conjunct in drivers:
-        conjunct.estimate = connection.execute(
-            f"SELECT count(*) FROM ({conjunct.driver} LIMIT {ESTIMATE_CAP + 1})", conjunct.driver_params
-        ).fetchone()[0]
+    # Count every listing up to a cap that doubles until one listing ends below it: ranking
+    # then costs a few times the smallest listing, never the largest.
+    cap = ESTIMATE_CAP
+    while True:
+        for conjunct in drivers:
+            conjunct.estimate = connection.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {conjunct.table} WHERE {conjunct.where} LIMIT {cap + 1})", conjunct.params
+            ).fetchone()[0]
+        if len(drivers) == 1 or any(c.estimate <= cap for c in drivers) or cap > 10_000_000:
+            break
+        cap *= 2
     driver = min(drivers, key=lambda c: c.estimate)
     probes = [c for c in conjuncts if c is not driver]
-    where = " AND ".join(c.probe for c in probes) or "1"
-    sql = f"SELECT DISTINCT d.rid FROM ({driver.driver}) AS d WHERE {where}"
-    return sql, driver.driver_params + [p for c in probes for p in c.probe_params]
+    where = " AND ".join([driver.where] + [c.probe for c in probes])
+    return f"SELECT d.rid FROM {driver.table} AS d WHERE {where}", driver.params + [p for c in probes for p in c.probe_params]
 
 
 def smallest_estimate(conjuncts: list[Conjunct]) -> int:
-    return min((c.estimate for c in conjuncts if c.driver is not None), default=0)
+    return min((c.estimate for c in conjuncts if c.table is not None), default=0)

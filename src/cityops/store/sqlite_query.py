@@ -134,7 +134,7 @@ class Reader:
             return None
         if not query.count and smallest_estimate(conjuncts) > ESTIMATE_CAP:
             return None  # large and unselective: walking entities in order and stopping at the page is cheaper
-        rids = sorted(rid for (rid,) in self.connection.execute(*plan))
+        rids = sorted({rid for (rid,) in self.connection.execute(*plan)})
         page = rids[query.offset : query.offset + query.limit]
         return QueryResult(self._docs(page), len(rids) if query.count else None)
 
@@ -148,7 +148,7 @@ class Reader:
                 return None
             if selector.ids is not None:
                 marks = ",".join("?" * len(selector.ids))
-                conjuncts.append(membership_conjunct(f"SELECT rid FROM entities WHERE id IN ({marks})", list(selector.ids)))
+                conjuncts.append(membership_conjunct("entities", f"id IN ({marks})", list(selector.ids)))
             if selector.types is not None:
                 if len(selector.types) != 1:
                     return None
@@ -161,7 +161,7 @@ class Reader:
             ids = [i for i in (self._known(a) for a in query.attrs) if i is not None]
             if not ids:
                 return "empty"
-            conjuncts.append(membership_conjunct(f"SELECT rid FROM attr_values WHERE attr_id IN ({','.join(map(str, ids))})", []))
+            conjuncts.append(membership_conjunct("attr_values", f"attr_id IN ({','.join(map(str, ids))})", []))
         if query.q is not None:
             terms = [query.q] if isinstance(query.q, Term) else list(query.q.children) if isinstance(query.q, And) else None
             if terms is None or not all(isinstance(t, Term) for t in terms):
