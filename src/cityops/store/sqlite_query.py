@@ -134,7 +134,10 @@ class Reader:
             return None
         if not query.count and smallest_estimate(conjuncts) > ESTIMATE_CAP:
             return None  # large and unselective: walking entities in order and stopping at the page is cheaper
-        rids = sorted({rid for (rid,) in self.connection.execute(*plan)})
+        sql, params = plan
+        # One row for the whole listing: SQLite walks it in a single step, without the GIL.
+        (listing,) = self.connection.execute(f"SELECT group_concat(rid) FROM ({sql})", params).fetchone()
+        rids = sorted(set(map(int, listing.split(",")))) if listing else []
         page = rids[query.offset : query.offset + query.limit]
         return QueryResult(self._docs(page), len(rids) if query.count else None)
 
