@@ -13,6 +13,11 @@ from .projection import Projection
 FORMATS = ("normalized", "concise", "keyValues")
 JOINS = ("inline", "flat", "@none")
 _SYSTEM = ("createdAt", "modifiedAt")
+# Members rendered exactly as stored (no names to compact): an instance made only of these is copied.
+_PLAIN_MEMBERS = frozenset(
+    {"type", "value", "object", "languageMap", "valueList", "objectList", "json", "observedAt", "unitCode", "datasetId",
+     "lang", "createdAt", "modifiedAt"}
+)
 
 Fetch = Callable[[list[str]], Awaitable[dict[str, Entity]]]
 
@@ -153,6 +158,10 @@ class Renderer:
         return next(iter(language_map), None)
 
     def normalized(self, instance: Instance) -> dict[str, Any]:
+        if instance.keys() <= _PLAIN_MEMBERS and (self.lang is None or instance.get("type") != "LanguageProperty"):
+            if self.sys_attrs:
+                return dict(instance)
+            return {k: v for k, v in instance.items() if k != "createdAt" and k != "modifiedAt"}
         return self._members(self._language(instance), with_type=True)
 
     def concise(self, instance: Instance) -> Any:
