@@ -329,52 +329,53 @@ class Hub:
         types = previous["type"] + [t for t in entity["type"] if t not in previous["type"]]
         return dict(previous, type=types, attrs=attrs, modifiedAt=now)
 
+    async def _batch_change(
+        self, tenant: str, items: list[Entity], change: Callable[[Entity, Entity, BatchResult], Entity]
+    ) -> BatchResult:
+        """Apply ``change(previous, item, result) -> after`` to each existing entity of a batch; a
+        missing entity is an error of the batch, not a creation."""
+        self._check_batch(items)
+
+        def work(current: Current, writes: WriteSet) -> BatchResult:
+            result = BatchResult()
+            state = dict(current)
+            for item in items:
+                previous = state.get(item["id"])
+                if previous is None:
+                    result.errors.append((item["id"], ResourceNotFound(f"entity {item['id']} does not exist")))
+                    continue
+                after = change(previous, item, result)
+                writes.replace(after, previous)
+                state[item["id"]] = after
+            return result
+
+        return await self._write(tenant, [item["id"] for item in items], work)
+
     async def batch_update(self, tenant: str, entities: list[Entity], *, overwrite: bool) -> BatchResult:
         """Append attributes to existing entities (noOverwrite keeps existing attributes)."""
-        self._check_batch(entities)
 
-        def work(current: Current, writes: WriteSet) -> BatchResult:
-            result = BatchResult()
-            state = dict(current)
-            for entity in entities:
-                previous = state.get(entity["id"])
-                if previous is None:
-                    result.errors.append((entity["id"], ResourceNotFound(f"entity {entity['id']} does not exist")))
-                    continue
-                now = entity["modifiedAt"]
-                outcome = UpdateResult()
-                after = _with_attrs(previous, appended_attributes(previous, entity["attrs"], now, overwrite=overwrite, result=outcome), now)
-                _add_types(after, entity)
-                writes.replace(after, previous)
-                state[entity["id"]] = after
-                if outcome.not_updated:
-                    names = ", ".join(name for name, _ in outcome.not_updated)
-                    result.errors.append((entity["id"], BadRequestData(f"not updated (the attributes exist and noOverwrite was asked): {names}")))
-                if outcome.updated or not outcome.not_updated:
-                    result.success.append(entity["id"])
-            return result
+        def change(previous: Entity, entity: Entity, result: BatchResult) -> Entity:
+            now = entity["modifiedAt"]
+            outcome = UpdateResult()
+            after = _with_attrs(previous, appended_attributes(previous, entity["attrs"], now, overwrite=overwrite, result=outcome), now)
+            _add_types(after, entity)
+            if outcome.not_updated:
+                names = ", ".join(name for name, _ in outcome.not_updated)
+                result.errors.append((entity["id"], BadRequestData(f"not updated (the attributes exist and noOverwrite was asked): {names}")))
+            if outcome.updated or not outcome.not_updated:
+                result.success.append(entity["id"])
+            return after
 
-        return await self._write(tenant, [e["id"] for e in entities], work)
+        return await self._batch_change(tenant, entities, change)
 
     async def batch_merge(self, tenant: str, fragments: list[Entity]) -> BatchResult:
-        self._check_batch(fragments)
+        now = now_iso()
 
-        def work(current: Current, writes: WriteSet) -> BatchResult:
-            result = BatchResult()
-            state = dict(current)
-            now = now_iso()
-            for fragment in fragments:
-                previous = state.get(fragment["id"])
-                if previous is None:
-                    result.errors.append((fragment["id"], ResourceNotFound(f"entity {fragment['id']} does not exist")))
-                    continue
-                after = merged_entity(previous, fragment, now)
-                writes.replace(after, previous)
-                state[fragment["id"]] = after
-                result.success.append(fragment["id"])
-            return result
+        def change(previous: Entity, fragment: Entity, result: BatchResult) -> Entity:
+            result.success.append(fragment["id"])
+            return merged_entity(previous, fragment, now)
 
-        return await self._write(tenant, [f["id"] for f in fragments], work)
+        return await self._batch_change(tenant, fragments, change)
 
     async def batch_delete(self, tenant: str, entity_ids: list[str]) -> BatchResult:
         self._check_batch(entity_ids)
