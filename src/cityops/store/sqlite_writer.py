@@ -32,7 +32,7 @@ from .sqlite_schema import IriCache, attribute_rows, load_kinds
 log = logging.getLogger("cityops.store")
 
 MAX_GROUP = 256  # units of work committed together at most
-CHECKPOINT_EVERY_CHANGES = 1  # copy the WAL back after every commit (the thread coalesces signals): a short WAL keeps page lookups fast
+CHECKPOINT_EVERY_CHANGES = 500  # copy the WAL back after this many changed entities (a short WAL keeps lookups fast)...
 CHECKPOINT_EVERY_SECONDS = 1.0  # ...or this often, whichever comes first
 WAL_RESET_BYTES = 64 * 1024 * 1024  # past this the writer finishes a checkpoint itself, so the WAL can restart
 
