@@ -274,9 +274,10 @@ class Server:
     instead of the installed working tree.
     """
 
-    def __init__(self, workdir: Path, source: Path | None = None):
+    def __init__(self, workdir: Path, source: Path | None = None, workers: int = 1):
         self.workdir = workdir
         self.source = source
+        self.workers = workers
         self.database = workdir / "bench.db"
         self.log_path = workdir / "server.log"
         self.port = free_port()
@@ -306,6 +307,7 @@ class Server:
         command = [
             sys.executable, "-m", "cityops", "serve",
             "--host", HOST, "--port", str(self.port), "--database", str(self.database), "--log-level", "warning",
+            "--workers", str(self.workers),
         ]  # fmt: skip
         with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -327,18 +329,42 @@ class Server:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def pids(self) -> list[int]:
+        """The server process and, with --workers, its worker processes (and theirs)."""
+        found, pending = [], [self.pid]
+        while pending:
+            pid = pending.pop()
+            found.append(pid)
+            try:
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pending.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                continue
+        return found
+
     def cpu_seconds(self) -> float:
-        """User + system CPU of the whole server process (all threads) so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU of the whole server (all processes, all threads) so far."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def memory_kib(self) -> dict[str, int]:
-        """VmRSS (resident now) and VmHWM (peak resident) in KiB."""
-        found = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found[key] = int(value.split()[0])
+        """VmRSS (resident now) and VmHWM (peak resident) in KiB, summed over the server's processes."""
+        found = {"VmRSS": 0, "VmHWM": 0}
+        for pid in self.pids():
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key in found:
+                    found[key] += int(value.split()[0])
         return found
 
     def log_text(self, tail: int = 12000) -> str:
@@ -850,6 +876,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (database and server log)"
     )
+    parser.add_argument(
+        "--server-workers", type=int, default=1, metavar="N", help="server processes (cityops serve --workers N; default 1)"
+    )
     args = parser.parse_args(argv)
     args.duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0)
@@ -873,7 +902,7 @@ def main(argv: list[str] | None = None) -> int:
         env["server_source"] = "working tree" + (
             " (src/ has uncommitted changes)" if env["src_dirty_at_start"] else ""
         )
-    server = Server(workdir, source)
+    server = Server(workdir, source, workers=args.server_workers)
     console.print(
         f"[bold]CityOps hub benchmark[/bold]: {args.entities:,} entities, {args.duration:g} s per phase after "
         f"{args.warmup:g} s warm-up, {args.concurrency} connections (closed loop), generator: "
@@ -886,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
         console.print(
-            f"[dim]server pid {server.pid} on port {server.port}, database {server.database}, "
+            f"[dim]server pid {server.pid} ({server.workers} worker process(es)) on port {server.port}, database {server.database}, "
             f"CityOps from {env['server_source']}: {server.imported_from}[/dim]"
         )
         bench.all()

@@ -22,9 +22,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(database: Path, port: int) -> subprocess.Popen:
+def start_server(database: Path, port: int, *extra: str) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "cityops", "serve", "--port", str(port), "--database", str(database), "--log-level", "warning"],
+        [sys.executable, "-m", "cityops", "serve", "--port", str(port), "--database", str(database), "--log-level", "warning", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -82,3 +82,34 @@ def test_cli_help_reads_like_a_manual() -> None:
         assert command in output
     serve_help = subprocess.run([sys.executable, "-m", "cityops", "serve", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--preload-context" in serve_help and "CITYOPS_PORT" in serve_help
+
+
+def test_several_server_processes_share_one_database(tmp_path: Path) -> None:
+    """--workers 2: writes from both processes land once each, new names from both are consistent."""
+    import asyncio
+
+    port = free_port()
+    server = start_server(tmp_path / "shared.db", port, "--workers", "2")
+    base = f"http://127.0.0.1:{port}/ngsi-ld/v1"
+
+    async def load() -> list[int]:
+        limits = httpx.Limits(max_connections=16, max_keepalive_connections=0)  # new connections spread over both workers
+        async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+            async def create(i: int) -> int:
+                entity = {"id": f"urn:ngsi-ld:Sensor:{i}", "type": f"Kind{i % 7}", f"reading{i % 13}": {"type": "Property", "value": i}}
+                return (await client.post(f"{base}/entities", json=entity)).status_code
+
+            return await asyncio.gather(*(create(i) for i in range(300)))
+
+    try:
+        statuses = asyncio.run(load())
+        assert statuses.count(201) == 300, statuses
+        with httpx.Client(timeout=5) as client:
+            types = client.get(f"{base}/types").json()["typeList"]
+            assert sorted(types) == [f"Kind{k}" for k in range(7)]
+            for k in range(13):
+                found = client.get(f"{base}/entities", params={"q": f"reading{k}>=0", "count": "true", "limit": "0"})
+                assert found.headers["NGSILD-Results-Count"] == str(len([i for i in range(300) if i % 13 == k]))
+    finally:
+        server.terminate()
+        server.wait(timeout=15)

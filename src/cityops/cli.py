@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -61,6 +62,9 @@ def serve(
         None, "--database", "-d", help="SQLite file for the hub's data [env CITYOPS_DATABASE, default cityops.db]."
     ),
     log_level: Optional[str] = typer.Option(None, help="debug, info, warning or error [env CITYOPS_LOG_LEVEL]."),
+    workers: Optional[int] = typer.Option(
+        None, help="Server processes sharing the port and the database [env CITYOPS_WORKERS, default 1]."
+    ),
     preload_context: Optional[list[str]] = typer.Option(
         None,
         "--preload-context",
@@ -70,7 +74,7 @@ def serve(
 ) -> None:
     """Run the hub: the NGSI-LD API over HTTP, until interrupted."""
     settings = load_settings(
-        host=host, port=port, database=database, log_level=log_level, preload_contexts=_preload(preload_context)
+        host=host, port=port, database=database, log_level=log_level, workers=workers, preload_contexts=_preload(preload_context)
     )
     run_server(settings)
 
@@ -81,15 +85,20 @@ def run_server(settings: Settings) -> None:
     from .api.app import create_app
 
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
+    options = dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower() if settings.log_level.lower() != "info" else "warning",
         access_log=False,
         lifespan="on",
     )
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    # Each worker process builds its own app from the same settings, passed in the environment.
+    os.environ.update(settings.to_environ())
+    logging.getLogger("cityops").info("starting %d server processes on port %d", settings.workers, settings.port)
+    uvicorn.run("cityops.api.app:create_app", factory=True, workers=settings.workers, **options)
 
 
 @app.command()

@@ -56,6 +56,13 @@ class Settings:
         "Other tenants live in files beside it (<database>.tenants/<tenant>.db).",
     )
     log_level: str = _setting("info", "CITYOPS_LOG_LEVEL", "debug, info, warning or error.")
+    workers: int = _setting(
+        1,
+        "CITYOPS_WORKERS",
+        "Server processes sharing the port and the database (one a core is a good start). Each has its own "
+        "event loop, so reads scale with cores; SQLite still takes one write transaction at a time.",
+        int,
+    )
     preload_contexts: dict[str, Path] = _setting(
         None,
         "CITYOPS_PRELOAD_CONTEXTS",
@@ -89,6 +96,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.preload_contexts is None:
             object.__setattr__(self, "preload_contexts", {})
+        if not 1 <= self.workers <= 64:
+            raise SettingsError(f"workers must be between 1 and 64, got {self.workers}")
         if not 0 < self.port < 65536:
             raise SettingsError(f"port must be between 1 and 65535, got {self.port}")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
@@ -123,6 +132,16 @@ class Settings:
                 value = merged
             values[name] = value
         return cls(**values)
+
+    def to_environ(self) -> dict[str, str]:
+        """These settings as CITYOPS_* variables, for processes started with them (server workers)."""
+        environ = {}
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if spec.name == "preload_contexts":
+                value = ",".join(f"{url}={path}" for url, path in value.items())
+            environ[spec.metadata["env"]] = str(value)
+        return environ
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:

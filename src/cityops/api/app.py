@@ -71,7 +71,12 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings | None = None, cityops: CityOps | None = None) -> Starlette:
-    settings = settings or Settings.load()
+    """The ASGI app; without arguments (as server workers call it) settings come from the environment."""
+    if settings is None:
+        settings = Settings.load()
+        from ..cli import configure_logging
+
+        configure_logging(settings.log_level)
     cityops = cityops or CityOps(settings)
     api = NgsiLdApi(cityops.hub, cityops.resolver, settings)
 

@@ -164,7 +164,9 @@ class IriCache:
         if row is None:
             if not create:
                 return None
-            row = (self.connection.execute("INSERT INTO iris (iri) VALUES (?)", (iri,)).lastrowid,)
+            # another server process may have added it since our last look: ignore, then read
+            self.connection.execute("INSERT OR IGNORE INTO iris (iri) VALUES (?)", (iri,))
+            row = self.connection.execute("SELECT id FROM iris WHERE iri = ?", (iri,)).fetchone()
         self.ids[iri] = row[0]
         self.iris[row[0]] = iri
         return row[0]
