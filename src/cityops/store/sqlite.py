@@ -45,11 +45,11 @@ class TenantDatabase:
             name or "default",
             path,
         )
-        self.reader = Reader(connect(path, synchronous=synchronous, cache_mb=cache_mb, create=False))
+        self.reader = Reader(connect(path, synchronous=synchronous, cache_mb=cache_mb, create=False, mapped=True))
         self._pool_readers: queue.SimpleQueue[Reader] = queue.SimpleQueue()
         self._pool_size = query_threads
         for _ in range(query_threads):
-            self._pool_readers.put(Reader(connect(path, synchronous=synchronous, cache_mb=cache_mb, create=False)))
+            self._pool_readers.put(Reader(connect(path, synchronous=synchronous, cache_mb=cache_mb, create=False, mapped=True)))
         self._pool = ThreadPoolExecutor(max_workers=query_threads, thread_name_prefix=f"cityops-query-{name or 'default'}")
 
     async def in_pool(self, method: str, *args: Any) -> Any:
