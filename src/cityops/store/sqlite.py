@@ -45,11 +45,13 @@ class TenantDatabase:
             name or "default",
             path,
         )
-        self.reader = Reader(connect(path, synchronous=synchronous, cache_mb=cache_mb, create=False, mapped=True))
+        # Each connection has a private page cache: the writer gets the configured size, readers a quarter.
+        reader_cache = max(4, cache_mb // 4)
+        self.reader = Reader(connect(path, synchronous=synchronous, cache_mb=reader_cache, create=False))
         self._pool_readers: queue.SimpleQueue[Reader] = queue.SimpleQueue()
         self._pool_size = query_threads
         for _ in range(query_threads):
-            self._pool_readers.put(Reader(connect(path, synchronous=synchronous, cache_mb=cache_mb, create=False, mapped=True)))
+            self._pool_readers.put(Reader(connect(path, synchronous=synchronous, cache_mb=reader_cache, create=False)))
         self._pool = ThreadPoolExecutor(max_workers=query_threads, thread_name_prefix=f"cityops-query-{name or 'default'}")
 
     async def in_pool(self, method: str, *args: Any) -> Any:

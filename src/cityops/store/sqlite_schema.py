@@ -64,17 +64,10 @@ def _regexp(pattern: str, text: str | None) -> bool:
     return compiled.search(text) is not None
 
 
-READER_MMAP_BYTES = 1 << 30  # readers map the file: pages come from the OS cache, shared by all connections
-
-
-def connect(path: str, *, synchronous: str, cache_mb: int, create: bool, mapped: bool = False) -> sqlite3.Connection:
-    """A connection with the store's settings; ``create`` also lays out the schema; ``mapped``
-    (readers) reads through a memory map with a small private cache."""
+def connect(path: str, *, synchronous: str, cache_mb: int, create: bool) -> sqlite3.Connection:
+    """A connection with the store's settings; ``create`` also lays out the schema."""
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
-    if mapped:
-        connection.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
-        cache_mb = min(cache_mb, 8)
     connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
     connection.execute("PRAGMA temp_store=MEMORY")
