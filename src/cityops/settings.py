@@ -91,7 +91,7 @@ class Settings:
         "CITYOPS_SQLITE_SYNCHRONOUS",
         "SQLite synchronous mode. NORMAL (default, WAL) survives a process crash; FULL also survives power loss.",
     )
-    sqlite_cache_mb: int = _setting(64, "CITYOPS_SQLITE_CACHE_MB", "SQLite page cache per tenant database, in MiB.", int)
+    sqlite_cache_mb: int = _setting(64, "CITYOPS_SQLITE_CACHE_MB", "SQLite page cache of the writer connection per tenant database, in MiB; each reader connection gets a quarter.", int)
 
     def __post_init__(self) -> None:
         if self.preload_contexts is None:
