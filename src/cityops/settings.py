@@ -91,6 +91,7 @@ class Settings:
         "CITYOPS_SQLITE_SYNCHRONOUS",
         "SQLite synchronous mode. NORMAL (default, WAL) survives a process crash; FULL also survives power loss.",
     )
+    max_tenants: int = _setting(100, "CITYOPS_MAX_TENANTS", "Most tenants (NGSILD-Tenant values) served at once; each has its own database file.", int)
     sqlite_cache_mb: int = _setting(64, "CITYOPS_SQLITE_CACHE_MB", "SQLite page cache of the writer connection per tenant database, in MiB; each reader connection gets a quarter.", int)
 
     def __post_init__(self) -> None:
@@ -98,6 +99,8 @@ class Settings:
             object.__setattr__(self, "preload_contexts", {})
         if not 1 <= self.workers <= 64:
             raise SettingsError(f"workers must be between 1 and 64, got {self.workers}")
+        if self.workers > 1 and self.database == ":memory:":
+            raise SettingsError("a ':memory:' database cannot be shared by several workers; give a file with --database")
         if not 0 < self.port < 65536:
             raise SettingsError(f"port must be between 1 and 65535, got {self.port}")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:

@@ -30,13 +30,15 @@ class CityOps:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = SQLiteStore(
-            settings.database, synchronous=settings.sqlite_synchronous, cache_mb=settings.sqlite_cache_mb
+            settings.database,
+            synchronous=settings.sqlite_synchronous,
+            cache_mb=settings.sqlite_cache_mb,
+            max_tenants=settings.max_tenants,
         )
         self.hub = Hub(self.store, max_batch_size=settings.max_batch_size)
+        self.fetcher = make_http_fetcher(settings.context_fetch_timeout)
         self.resolver = ContextResolver(
-            preloaded=settings.preload_contexts,
-            fetcher=make_http_fetcher(settings.context_fetch_timeout),
-            cache_size=settings.context_cache_size,
+            preloaded=settings.preload_contexts, fetcher=self.fetcher, cache_size=settings.context_cache_size
         )
 
     async def start(self) -> None:
@@ -44,6 +46,7 @@ class CityOps:
 
     async def stop(self) -> None:
         await self.store.close()
+        await self.fetcher.close()
 
 
 async def ngsi_error(request: Request, exc: Exception) -> Response:

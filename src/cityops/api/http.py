@@ -72,7 +72,7 @@ def parse_bool(value: str | None, name: str) -> bool:
     raise BadRequestData(f"{name} must be true or false, got {value!r}")
 
 
-def parse_int(value: str | None, name: str, default: int, *, minimum: int = 0) -> int:
+def parse_int(value: str | None, name: str, default: int, *, minimum: int = 0, maximum: int = 2**62) -> int:
     if value is None:
         return default
     try:
@@ -81,4 +81,6 @@ def parse_int(value: str | None, name: str, default: int, *, minimum: int = 0) -
         raise BadRequestData(f"{name} must be an integer, got {value!r}") from None
     if number < minimum:
         raise BadRequestData(f"{name} must be at least {minimum}, got {number}")
+    if number > maximum:
+        raise BadRequestData(f"{name} must be at most {maximum}, got {number}")
     return number

@@ -16,7 +16,7 @@ import re
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable
 
 import orjson
 
@@ -218,19 +218,16 @@ class ContextResolver:
         core = _TermMapBuilder()
         core.add(self._core_definitions, protected=True)
         self.core = core.build()
-        self._documents: dict[str, Any] = {}
+        self._preloaded: dict[str, Any] = {}
         for url, path in (preloaded or {}).items():
-            self._documents[url] = self._parse_document(url, Path(path).read_bytes())
+            self._preloaded[url] = self._parse_document(url, Path(path).read_bytes())
+        self._fetched: OrderedDict[str, Any] = OrderedDict()
         self._fetcher = fetcher
         self._maps: OrderedDict[str, TermMap] = OrderedDict()
         self._cache_size = cache_size
 
-    @property
-    def core_definitions(self) -> dict[str, Any]:
-        return self._core_definitions
-
     def preload(self, url: str, document: bytes | dict[str, Any]) -> None:
-        self._documents[url] = document if isinstance(document, dict) else self._parse_document(url, document)
+        self._preloaded[url] = document if isinstance(document, dict) else self._parse_document(url, document)
 
     async def resolve(self, context: ContextValue | None) -> TermMap:
         """The term map for ``context`` (a URL, an inline object, or a list of both); ``None`` is the core context."""
@@ -274,7 +271,7 @@ class ContextResolver:
             raise InvalidRequest("@context must be a URL, an object, or a list of them")
 
     async def _document(self, url: str) -> dict[str, Any]:
-        document = self._documents.get(url)
+        document = self._preloaded.get(url) or self._fetched.get(url)
         if document is not None:
             return document
         if not looks_like_iri(url):
@@ -288,7 +285,9 @@ class ContextResolver:
         except Exception as exc:  # any network failure means the context is not available
             raise LdContextNotAvailable(f"@context {url} could not be retrieved: {exc}") from None
         document = self._parse_document(url, payload)
-        self._documents[url] = document
+        self._fetched[url] = document
+        if len(self._fetched) > self._cache_size:
+            self._fetched.popitem(last=False)
         return document
 
     @staticmethod
@@ -302,28 +301,32 @@ class ContextResolver:
         return document
 
 
-def make_http_fetcher(timeout: float) -> Fetcher:
-    """A fetcher that GETs a context document over HTTP(S) with a timeout."""
-    import httpx
+class HttpContextFetcher:
+    """GETs @context documents over HTTP(S) with a timeout and a size limit."""
 
-    client = httpx.AsyncClient(timeout=timeout, follow_redirects=True, headers={"Accept": "application/ld+json, application/json"})
+    MAX_BYTES = 1024 * 1024
 
-    async def fetch(url: str) -> bytes:
+    def __init__(self, timeout: float):
+        import httpx
+
+        self._httpx = httpx
+        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=True, headers={"Accept": "application/ld+json, application/json"})
+
+    async def __call__(self, url: str) -> bytes:
+        httpx = self._httpx
         try:
-            response = await client.get(url)
+            response = await self._client.get(url)
         except httpx.HTTPError as exc:
             raise LdContextNotAvailable(f"@context {url} could not be retrieved: {exc.__class__.__name__}") from None
         if response.status_code != 200:
             raise LdContextNotAvailable(f"@context {url} could not be retrieved: HTTP {response.status_code}")
+        if len(response.content) > self.MAX_BYTES:
+            raise LdContextNotAvailable(f"@context {url} is larger than {self.MAX_BYTES} bytes")
         return response.content
 
-    return fetch
+    async def close(self) -> None:
+        await self._client.aclose()
 
 
-def context_urls(context: ContextValue | None) -> Iterable[str]:
-    if isinstance(context, str):
-        yield context
-    elif isinstance(context, list):
-        for item in context:
-            if isinstance(item, str):
-                yield item
+def make_http_fetcher(timeout: float) -> HttpContextFetcher:
+    return HttpContextFetcher(timeout)

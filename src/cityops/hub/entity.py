@@ -112,6 +112,23 @@ def check_entity_id(value: Any, what: str = "entity id") -> str:
     return value
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_numbers(value: Any, where: str) -> None:
+    """Integers must fit in 64 bits (what stores and query literals can hold); larger ones go as text."""
+    kind = type(value)
+    if kind is int:
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise BadRequestData(f"{where}: the integer {value} does not fit in 64 bits; send it as a string")
+    elif kind is list:
+        for item in value:
+            check_numbers(item, where)
+    elif kind is dict:
+        for item in value.values():
+            check_numbers(item, where)
+
+
 def parse_types(value: Any, terms: TermMap) -> list[str]:
     """The entity type(s): a string or a non-empty list of strings, expanded."""
     names = value if isinstance(value, list) else [value]
@@ -227,7 +244,9 @@ class AttributeParser:
                 instance[member] = NULL
                 return instance
             raise BadRequestData(f"{where}: urn:ngsi-ld:null deletes attributes; it cannot be a value here")
-        if kind == "GeoProperty":
+        if kind == "Property" or kind == "ListProperty":
+            check_numbers(data, where)
+        elif kind == "GeoProperty":
             validate_geometry(data, where)
         elif kind == "Relationship":
             objects = data if isinstance(data, list) else [data]

@@ -41,11 +41,17 @@ def parse_type_selection(text: str, terms: TermMap) -> TypeSelection:
             result = [a | b for a in result for b in right]
         return result
 
+    depth = 0
+
     def parse_factor() -> list[frozenset[str]]:
-        nonlocal position
+        nonlocal position, depth
         if position < len(text) and text[position] == "(":
+            depth += 1
+            if depth > 32:
+                raise BadRequestData(f"type expression {text[:80]!r} nests parentheses too deeply")
             position += 1
             inner = parse_or()
+            depth -= 1
             if position >= len(text) or text[position] != ")":
                 raise BadRequestData(f"type expression {text!r} misses ')'")
             position += 1

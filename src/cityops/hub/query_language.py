@@ -20,6 +20,7 @@ matches). Comparisons between different kinds of values (a number and a string) 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -206,6 +207,8 @@ def _has_keys(value: Any, keys: tuple[str, ...]) -> bool:
 
 def path_exists(entity: Entity, path: Path) -> bool:
     """Whether the attribute (sub-attribute, metadata member, or member inside the value) is there."""
+    if path.is_plain:
+        return bool(entity["attrs"].get(path.attr))
     for instance, metadata in _instances_at(entity, path):
         if metadata is not None:
             if instance.get(metadata) is not None:
@@ -365,7 +368,14 @@ class _Parser:
             return False
         if _NUMBER_RE.match(raw):
             number = float(raw)
-            return int(raw) if number.is_integer() and re.fullmatch(r"-?\d+", raw) else number
+            if not math.isfinite(number):
+                raise self.error(f"number {raw} is out of range")
+            if re.fullmatch(r"-?\d+", raw):
+                integer = int(raw)
+                if not -(2**63) <= integer < 2**63:
+                    raise self.error(f"integer {raw} does not fit in 64 bits")
+                return integer
+            return number
         if any(c in raw for c in '<>=!~"\'()'):
             raise self.error(f"unexpected characters in value {raw!r} (quote text values)")
         if "T" in raw and raw[:1].isdigit():

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..hub.changes import Change, UnitOfWork
 from ..hub.entity import Entity
-from ..hub.errors import BadRequestData, NonexistentTenant
+from ..hub.errors import BadRequestData, NonexistentTenant, ServiceUnavailable
 from ..hub.query import EntityQuery
 from .contract import DEFAULT_TENANT, AttributeSummary, QueryResult, TypeSummary
 from .sqlite_query import Reader
@@ -47,11 +47,11 @@ class TenantDatabase:
         )
         # Each connection has a private page cache: the writer gets the configured size, readers a quarter.
         reader_cache = max(4, cache_mb // 4)
-        self.reader = Reader(connect(path, synchronous=synchronous, cache_mb=reader_cache, create=False))
+        self.reader = Reader(connect(path, synchronous=synchronous, cache_mb=reader_cache, create=False), path)
         self._pool_readers: queue.SimpleQueue[Reader] = queue.SimpleQueue()
         self._pool_size = query_threads
         for _ in range(query_threads):
-            self._pool_readers.put(Reader(connect(path, synchronous=synchronous, cache_mb=reader_cache, create=False)))
+            self._pool_readers.put(Reader(connect(path, synchronous=synchronous, cache_mb=reader_cache, create=False), path))
         self._pool = ThreadPoolExecutor(max_workers=query_threads, thread_name_prefix=f"cityops-query-{name or 'default'}")
 
     async def in_pool(self, method: str, *args: Any) -> Any:
@@ -78,8 +78,9 @@ class SQLiteStore:
     """The embedded default store. ``path`` is a file, or ':memory:' for a throw-away hub
     (kept in a temporary directory that is removed on close)."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", cache_mb: int = 64):
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", cache_mb: int = 64, max_tenants: int = 100):
         self.path = str(path)
+        self.max_tenants = max_tenants
         self.synchronous = synchronous.upper()
         self.cache_mb = cache_mb
         self._tenants: dict[str, TenantDatabase] = {}
@@ -125,6 +126,10 @@ class SQLiteStore:
             if not create:
                 raise NonexistentTenant(f"tenant {tenant!r} does not exist")
             path.parent.mkdir(parents=True, exist_ok=True)
+        if len(self._tenants) >= self.max_tenants:
+            raise ServiceUnavailable(
+                f"this hub serves at most {self.max_tenants} tenants at once (CITYOPS_MAX_TENANTS); tenant {tenant!r} is refused"
+            )
         db = TenantDatabase(str(path), tenant, synchronous=self.synchronous, cache_mb=self.cache_mb)
         self._tenants[tenant] = db
         if tenant:

@@ -64,7 +64,7 @@ def negated_conjunct(where: str, params: list[Any]) -> Conjunct:
     return Conjunct(None, probe=f"d.rid NOT IN (SELECT rid FROM attr_values WHERE {where})", probe_params=list(params))
 
 
-def plan_sql(conjuncts: list[Conjunct], connection: Any) -> tuple[str, list[Any]] | None:
+def plan_sql(conjuncts: list[Conjunct], connection: Any, database: str) -> tuple[str, list[Any]] | None:
     """SQL listing the rids of every entity satisfying all conjuncts, driven by the smallest one
     (a rid may come more than once: callers deduplicate)."""
     drivers = [c for c in conjuncts if c.table is not None]
@@ -72,10 +72,10 @@ def plan_sql(conjuncts: list[Conjunct], connection: Any) -> tuple[str, list[Any]
         return None
     # Count every listing up to a cap that doubles until one listing ends below it: ranking
     # then costs a few times the smallest listing, never the largest.
-    # Estimates only choose the plan, so recent ones are reused (a stale one costs speed, never
-    # correctness).
+    # Estimates only choose the plan, so recent ones of the same database file are reused (a stale
+    # one costs speed, never correctness).
     now = time.monotonic()
-    key = tuple((c.table, c.where, tuple(c.params)) for c in drivers)
+    key = (database, *((c.table, c.where, tuple(c.params)) for c in drivers))
     cached = _estimates.get(key)
     if cached is not None and now - cached[0] < ESTIMATE_TTL:
         for conjunct, estimate in zip(drivers, cached[1]):

@@ -5,8 +5,9 @@ cannot decide exactly (sub-attribute paths, regular expressions, DateTime compar
 geometry test) runs as ``EntityQuery.matches`` over the candidates SQL returned, which are then
 always a superset of the answer.
 
-The reader has its own connection, used only on the event loop's thread; WAL lets it read while
-the writer thread writes. Each read sees the last committed state.
+Each reader has its own connection and is used by one thread at a time (the event loop's for quick
+lookups, a query thread for queries); WAL lets it read while the writer thread writes. Each read
+sees the last committed state.
 """
 
 from __future__ import annotations
@@ -38,6 +39,28 @@ from .sqlite_plan import (
 from .sqlite_schema import BOOLEAN, INDEXED_KINDS, KIND_NAME, NUMBER, STRING, IriCache, load_kinds
 
 
+def _point_source(box: tuple[float, float, float, float] | None, join: str, attr_id: int) -> tuple[str, str, list[Any]]:
+    """(WITH clause, FROM ... WHERE source, parameters) listing the points of one GeoProperty that
+    may lie in ``box``: the Z-order key ranges covering it, or every point when there is no box."""
+    if box is None:
+        return "", f"geo_points g{join} WHERE g.attr_id = ?", [attr_id]
+    ranges = cover(*box)
+    values = ",".join("(?, ?)" for _ in ranges)
+    source = f"ranges r CROSS JOIN geo_points g{join} WHERE g.attr_id = ? AND g.cell BETWEEN r.low AND r.high"
+    return f"WITH ranges (low, high) AS (VALUES {values}) ", source, [x for pair in ranges for x in pair] + [attr_id]
+
+
+def _range_kind(low: Any, high: Any) -> int | None:
+    """The value kind a range ``low..high`` compares, or None when its ends are of different kinds."""
+    if isinstance(low, bool) or isinstance(high, bool):
+        return None
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        return NUMBER
+    if isinstance(low, str) and isinstance(high, str):
+        return STRING
+    return None
+
+
 class _SqlCondition:
     """A WHERE fragment with its parameters; ``exact`` is False when it only narrows candidates."""
 
@@ -53,8 +76,9 @@ TRUE = _SqlCondition("1")
 
 
 class Reader:
-    def __init__(self, connection: sqlite3.Connection):
+    def __init__(self, connection: sqlite3.Connection, database: str = ""):
         self.connection = connection
+        self.database = database
         self.iris = IriCache(connection)
         self._kinds: dict[int, set[int]] = load_kinds(connection)
         self._data_version = self._version()
@@ -83,10 +107,12 @@ class Reader:
         return self.connection.execute("SELECT count(*) FROM entities").fetchone()[0]
 
     def read(self, function: Any, *args: Any) -> Any:
-        """Run several statements against one snapshot."""
-        self._refresh()
+        """Run several statements against one snapshot (taken before the caches are checked, so
+        the attribute kinds the query is compiled with are those of the data it reads)."""
         self.connection.execute("BEGIN")
         try:
+            self.connection.execute("SELECT 1 FROM meta LIMIT 1").fetchone()
+            self._refresh()
             return function(*args)
         finally:
             self.connection.execute("COMMIT")
@@ -129,7 +155,7 @@ class Reader:
             return None
         if conjuncts == "empty":
             return QueryResult([], 0 if query.count else None)
-        plan = plan_sql(conjuncts, self.connection)
+        plan = plan_sql(conjuncts, self.connection, self.database)
         if plan is None:
             return None
         if not query.count and smallest_estimate(conjuncts) > ESTIMATE_CAP:
@@ -191,7 +217,9 @@ class Reader:
         if term.op == "!exists":
             return [negated_conjunct(present, [])]
         if term.low is not None:
-            kind = NUMBER if isinstance(term.low, (int, float)) else STRING
+            kind = _range_kind(term.low, term.high)
+            if kind is None:  # ends of different kinds: no value is inside
+                return "empty" if term.op == "==" else [range_conjunct(present, [])]
             equal = f"attr_id = {attr_id} AND kind = {kind} AND val BETWEEN ? AND ?"
             params = [term.low, term.high]
             if term.op == "==":
@@ -254,19 +282,15 @@ class Reader:
         # points, through their Z-order keys
         if near_point:
             self._near_points(geo, attr_id, box, join, condition, params, needed, found)
-        elif box is None:
-            rows = self.connection.execute(
-                f"SELECT g.rid, g.lon, g.lat FROM geo_points g{join} WHERE g.attr_id = ?{condition}", [attr_id, *params]
-            ).fetchall()
         else:
-            ranges = cover(*box)
-            values = ",".join("(?, ?)" for _ in ranges)
-            sql = (
-                f"WITH ranges (low, high) AS (VALUES {values}) SELECT g.rid, g.lon, g.lat FROM ranges r "
-                f"CROSS JOIN geo_points g{join} WHERE g.attr_id = ? AND g.cell BETWEEN r.low AND r.high{condition}"
-            )
-            rows = self.connection.execute(sql, [x for pair in ranges for x in pair] + [attr_id, *params]).fetchall()
-        if not near_point:
+            head, source, source_params = _point_source(box, join, attr_id)
+            rows = self.connection.execute(f"{head}SELECT g.rid, g.lon, g.lat FROM {source}{condition}", source_params + params).fetchall()
+        if geo.relation == "near" and not near_point:
+            for rid, lon, lat in rows:
+                distance = geo.distance_m(None, (lon, lat))
+                if geo.distance_ok(distance) and (rid not in found or distance < found[rid]):
+                    found[rid] = distance
+        elif not near_point:
             for rid in geo.matching_points(rows):
                 found[rid] = float(rid)
 
@@ -312,16 +336,8 @@ class Reader:
         limit = geo.max_distance if geo.max_distance is not None else geo.min_distance or 0.0
         margin = geo.band(limit)
         bound = f"{d2} <= {(limit + margin) ** 2!r}" if geo.max_distance is not None else f"{d2} >= {max(0.0, limit - margin) ** 2!r}"
-        select = f"SELECT g.rid, g.lon, g.lat FROM "
-        if box is None:
-            source, source_params = f"geo_points g{join} WHERE g.attr_id = ?", [attr_id]
-        else:
-            ranges = cover(*box)
-            values = ",".join("(?, ?)" for _ in ranges)
-            select = f"WITH ranges (low, high) AS (VALUES {values}) " + select
-            source = f"ranges r CROSS JOIN geo_points g{join} WHERE g.attr_id = ? AND g.cell BETWEEN r.low AND r.high"
-            source_params = [x for pair in ranges for x in pair] + [attr_id]
-        sql = f"{select}{source} AND {bound}{condition} ORDER BY {d2}, g.rid"
+        head, source, source_params = _point_source(box, join, attr_id)
+        sql = f"{head}SELECT g.rid, g.lon, g.lat FROM {source} AND {bound}{condition} ORDER BY {d2}, g.rid"
         arguments = source_params + list(params)
         extra = 16
         rows = self.connection.execute(sql + (f" LIMIT {needed + extra}" if needed is not None else ""), arguments).fetchall()
@@ -452,13 +468,8 @@ class Reader:
     def _equal_condition(self, attr_id: int, term: Term) -> _SqlCondition:
         if term.low is not None:
             low, high = term.low, term.high
-            if isinstance(low, bool) or isinstance(high, bool):
-                return FALSE
-            if isinstance(low, (int, float)) and isinstance(high, (int, float)):
-                kind = NUMBER
-            elif isinstance(low, str) and isinstance(high, str):
-                kind = STRING
-            else:
+            kind = _range_kind(low, high)
+            if kind is None:
                 return FALSE
             return _SqlCondition(
                 f"e.rid IN (SELECT rid FROM attr_values WHERE attr_id = {attr_id} AND kind = {kind} AND val BETWEEN ? AND ?)",

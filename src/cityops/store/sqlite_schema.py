@@ -76,7 +76,18 @@ def connect(path: str, *, synchronous: str, cache_mb: int, create: bool) -> sqli
     if create:
         connection.executescript(SCHEMA)
         connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        (version,) = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version != str(SCHEMA_VERSION):
+            connection.close()
+            raise SchemaMismatch(
+                f"{path} holds CityOps store schema {version}; this version reads schema {SCHEMA_VERSION}. "
+                "Use the CityOps version that wrote it, or export and re-import the data."
+            )
     return connection
+
+
+class SchemaMismatch(RuntimeError):
+    """A database file was written by a CityOps version with another store layout."""
 
 
 def _add_scalars(rows: dict[tuple[int, int, Any, int], int], attr_id: int, rid: int, value: Any, akind: int) -> bool:
@@ -90,7 +101,7 @@ def _add_scalars(rows: dict[tuple[int, int, Any, int], int], attr_id: int, rid: 
             rows[(attr_id, NUMBER, item, rid)] = akind
         elif kind is bool:
             rows[(attr_id, BOOLEAN, int(item), rid)] = akind
-        elif kind is dict and "@value" in item:
+        elif kind is dict and "@value" in item and type(item["@value"]) in (str, int, float, bool):
             added = _add_scalars(rows, attr_id, rid, item["@value"], akind) or added
             continue
         else:

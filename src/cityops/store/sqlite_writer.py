@@ -3,7 +3,9 @@
 Units of work queue up for the writer thread. It takes whatever is waiting (up to a limit), runs
 each unit inside one transaction (load the named entities, let the unit decide, buffer its
 writes) and commits once for the group; then it tells each caller its outcome. A unit that
-raises is dropped without a trace in the database; the others in its group are unaffected.
+refuses (raises while deciding) leaves no trace and does not affect the others in its group. A
+failure while writing (a full disk, say) rolls the whole group back and every caller in it is
+told (503); payloads are validated before they reach the writer, so that is never bad input.
 
 Writes are buffered in ``PendingWrites`` and reach SQLite as a few ``executemany`` calls before the
 next read in the transaction or at commit, so a batch of a thousand entities costs a handful of
@@ -82,7 +84,10 @@ class _Job:
             else:
                 self.future.set_result(result)
 
-        self.loop.call_soon_threadsafe(settle_on_loop)
+        try:
+            self.loop.call_soon_threadsafe(settle_on_loop)
+        except RuntimeError:  # the caller's event loop has closed: nobody is waiting any more
+            pass
 
 
 class Writer:
@@ -102,13 +107,15 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name=f"cityops-writer-{name}", daemon=True)
         self._checkpoints = checkpoint_connection
         self._checkpoint_due = threading.Event()
-        self._changes_since_checkpoint = 0
+        self._changes_written = 0  # only the writer thread changes it; the checkpointer only reads it
         self._closing = False
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name=f"cityops-checkpoint-{name}", daemon=True)
         self._thread.start()
         self._checkpointer.start()
 
     async def submit(self, tenant: str, entity_ids: list[str], work: UnitOfWork[Any]) -> tuple[Any, list[Change]]:
+        if not self._thread.is_alive():
+            raise ServiceUnavailable("the store's writer has stopped; see the log")
         loop = asyncio.get_running_loop()
         job = _Job(entity_ids, work, tenant, loop, loop.create_future())
         self._queue.put(job)
@@ -145,12 +152,14 @@ class Writer:
 
     def _checkpoint_loop(self) -> None:
         """Copy committed pages from the WAL into the database file now and then, off the writer's path."""
+        checkpointed = 0
         while not self._closing:
             self._checkpoint_due.wait(timeout=CHECKPOINT_EVERY_SECONDS)
             self._checkpoint_due.clear()
-            if not self._changes_since_checkpoint:
+            written = self._changes_written
+            if written == checkpointed:
                 continue
-            self._changes_since_checkpoint = 0
+            checkpointed = written
             try:
                 self._checkpoints.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as error:  # the next round retries; the WAL keeps every change meanwhile
@@ -173,7 +182,12 @@ class Writer:
                     stop = True
                     break
                 group.append(extra)
-            self._run_group(group)
+            try:
+                self._run_group(group)
+            except BaseException:  # the thread must outlive any failure: its callers are told and it goes on
+                log.exception("store: the writer failed on a group of %d write(s)", len(group))
+                for failed in group:
+                    failed.settle(error=ServiceUnavailable("the database could not save the change; see the log"))
             if stop:
                 return
 
@@ -194,8 +208,9 @@ class Writer:
                 done.append((job, result, writes.changes))
             self.flush()
             self.connection.execute("COMMIT")
-            self._changes_since_checkpoint += sum(len(changes) for _, _, changes in done) or 1
-            if self._changes_since_checkpoint >= CHECKPOINT_EVERY_CHANGES:
+            before = self._changes_written
+            self._changes_written += sum(len(changes) for _, _, changes in done) or 1
+            if self._changes_written // CHECKPOINT_EVERY_CHANGES != before // CHECKPOINT_EVERY_CHANGES:
                 self._checkpoint_due.set()
             self._limit_wal()
         except BaseException as error:
@@ -205,7 +220,10 @@ class Writer:
             except sqlite3.Error:
                 pass
             self.iris.clear()
-            self.kinds = load_kinds(self.connection)
+            try:
+                self.kinds = load_kinds(self.connection)
+            except sqlite3.Error:
+                self.kinds = {}
             failure = ServiceUnavailable(f"the database could not save the change: {error}")
             for job, _, _ in done:
                 job.settle(error=failure)
