@@ -747,7 +747,7 @@ def report(bench: Benchmark, console: Console, rss_limit_mib: float) -> dict[str
         memory["target_mib"] = rss_limit_mib
         memory["passed"] = passed
     console.print(table)
-    for key, found in bench.memory.items():
+    for found in bench.memory.values():
         console.print(
             f"memory {found['label']}: RSS {found['rss_mib']:,.1f} MiB, peak (VmHWM) {found['hwm_mib']:,.1f} MiB, "
             f"database files {found['database_mib']:,.1f} MiB"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -44,7 +43,7 @@ def load_settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _preload(values: Optional[list[str]]) -> Optional[dict[str, Path]]:
+def _preload(values: list[str] | None) -> dict[str, Path] | None:
     if not values:
         return None
     try:
@@ -56,16 +55,16 @@ def _preload(values: Optional[list[str]]) -> Optional[dict[str, Path]]:
 
 @app.command()
 def serve(
-    host: Optional[str] = typer.Option(None, help="Address to listen on [env CITYOPS_HOST, default 127.0.0.1]."),
-    port: Optional[int] = typer.Option(None, help="Port to listen on [env CITYOPS_PORT, default 1026]."),
-    database: Optional[str] = typer.Option(
+    host: str | None = typer.Option(None, help="Address to listen on [env CITYOPS_HOST, default 127.0.0.1]."),
+    port: int | None = typer.Option(None, help="Port to listen on [env CITYOPS_PORT, default 1026]."),
+    database: str | None = typer.Option(
         None, "--database", "-d", help="SQLite file for the hub's data [env CITYOPS_DATABASE, default cityops.db]."
     ),
-    log_level: Optional[str] = typer.Option(None, help="debug, info, warning or error [env CITYOPS_LOG_LEVEL]."),
-    workers: Optional[int] = typer.Option(
+    log_level: str | None = typer.Option(None, help="debug, info, warning or error [env CITYOPS_LOG_LEVEL]."),
+    workers: int | None = typer.Option(
         None, help="Server processes sharing the port and the database [env CITYOPS_WORKERS, default 1]."
     ),
-    preload_context: Optional[list[str]] = typer.Option(
+    preload_context: list[str] | None = typer.Option(
         None,
         "--preload-context",
         help="Serve the @context at URL from FILE instead of fetching it: URL=FILE, repeatable "
@@ -103,10 +102,10 @@ def run_server(settings: Settings) -> None:
 
 @app.command()
 def demo(
-    database: Optional[str] = typer.Option(
+    database: str | None = typer.Option(
         None, "--database", "-d", help="Where to keep the demo's data [default var/demo.db, recreated each run]."
     ),
-    port: Optional[int] = typer.Option(None, help="Port to listen on [default 1026]."),
+    port: int | None = typer.Option(None, help="Port to listen on [default 1026]."),
     keep: bool = typer.Option(False, help="Keep an existing demo database instead of starting fresh."),
 ) -> None:
     """Start a hub on a fresh SQLite file with real-looking entities of Anyang-si, and print URLs to try."""
@@ -114,7 +113,11 @@ def demo(
 
     settings = load_settings(database=database or "var/demo.db", port=port)
     configure_logging(settings.log_level)
-    prepare_demo(settings, fresh=not keep, console=console)
+    try:
+        prepare_demo(settings, fresh=not keep, console=console)
+    except SettingsError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
     run_server(settings)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 class SettingsError(ValueError):
@@ -114,7 +115,7 @@ class Settings:
                 raise SettingsError(f"preloaded @context {url} points at {path}, which is not a readable file")
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, then ``CITYOPS_*`` variables, then explicit overrides (CLI flags); ``None`` overrides are ignored."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}

@@ -3,7 +3,8 @@ and ProblemDetails for every error."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from starlette.requests import Request

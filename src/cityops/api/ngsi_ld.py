@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from starlette.convertors import Convertor, register_url_convertor
@@ -111,8 +112,8 @@ def negotiate_accept(request: Request, allowed: tuple[str, ...] = (JSON, JSON_LD
     header = request.headers.get("accept")
     if not header:
         return JSON
-    best, best_q, best_index = None, -1.0, 0
-    for index, part in enumerate(header.split(",")):
+    best, best_q = None, -1.0
+    for part in header.split(","):
         pieces = [p.strip() for p in part.split(";")]
         media = pieces[0].lower()
         quality = 1.0
@@ -129,7 +130,7 @@ def negotiate_accept(request: Request, allowed: tuple[str, ...] = (JSON, JSON_LD
         else:
             continue
         if quality > best_q:
-            best, best_q, best_index = candidate, quality, index
+            best, best_q = candidate, quality
     if best is None or best_q <= 0:
         raise NotAcceptable(f"cannot produce any of: {header} (available: {', '.join(allowed)})")
     return best
@@ -464,19 +465,15 @@ class NgsiLdApi:
         terms = await self.resolver.resolve(link_context(request))
         params = request.query_params
         selector = self.selector(params.get("id"), params.get("type"), params.get("idPattern"), terms)
-        query = EntityQuery(selectors=(selector,) if selector is not None else None, limit=self.settings.max_batch_size)
+        query = EntityQuery(selectors=(selector,) if selector is not None else None, limit=self.settings.max_batch_size, count=True)
         if params.get("q") is not None:
             query.q = parse_q(params["q"], terms)
         if params.get("scopeQ") is not None:
             query.scope = parse_scope_query(params["scopeQ"])
         if not (params.get("type") or params.get("idPattern") or query.q or query.scope):
             raise BadRequestData("purging needs type, idPattern, q or scopeQ, so that a typo cannot delete the whole hub")
-        tenant = self.tenant_of(request)
-        while True:
-            found = await self.hub.query(tenant, query)
-            if not found.entities:
-                return Response(status_code=204)
-            await self.hub.batch_delete(tenant, [e["id"] for e in found.entities])
+        await self.hub.purge(self.tenant_of(request), query)
+        return Response(status_code=204)
 
     def selector(self, ids: Any, types: Any, id_pattern: Any, terms: TermMap) -> Selector | None:
         if ids is None and types is None and id_pattern is None:

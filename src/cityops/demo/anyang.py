@@ -19,7 +19,7 @@ from ..hub.context import ContextResolver
 from ..hub.entity import Entity, parse_entity
 from ..hub.hub import Hub
 from ..hub.timestamps import now_iso
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 from ..store.contract import DEFAULT_TENANT
 from ..store.sqlite import SQLiteStore
 
@@ -112,8 +112,10 @@ async def _load(settings: Settings, bodies: list[dict[str, Any]]) -> int:
 
 
 def prepare_demo(settings: Settings, *, fresh: bool, console: Console) -> None:
+    if settings.database == ":memory:":
+        raise SettingsError("the demo loads its data before the server starts, so it needs a database file, not ':memory:'")
     path = Path(settings.database)
-    if fresh and settings.database != ":memory:":
+    if fresh:
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
     bodies = demo_entities()

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 

@@ -17,7 +17,8 @@ Property's JSON value are data and are not expanded.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .context import NGSI_LD, TermMap, looks_like_iri
 from .errors import BadRequestData
@@ -374,12 +375,6 @@ def parse_scope(value: Any) -> list[str]:
     return scopes
 
 
-def stamp_new_attributes(attrs: dict[str, list[Instance]], now: str) -> None:
-    for instances in attrs.values():
-        for instance in instances:
-            _stamp(instance, now, None)
-
-
 def _stamp(instance: Instance, now: str, created: str | None) -> None:
     instance["createdAt"] = created or now
     instance["modifiedAt"] = now
@@ -400,7 +395,3 @@ def find_instance(instances: list[Instance], dataset_id: str | None) -> int | No
             return index
     return None
 
-
-def data_of(instance: Instance) -> Any:
-    """The data member of an instance: a Property's value, a Relationship's object, and so on."""
-    return instance.get(DATA_MEMBER.get(instance.get("type", "Property"), "value"))

@@ -9,11 +9,9 @@ accurate to well under 1 % within tens of kilometres, the scale of a city.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
@@ -114,24 +112,9 @@ def metres_to_degrees(metres: float, latitude: float) -> tuple[float, float]:
     return dlat / cos_lat, dlat
 
 
-@dataclass(frozen=True)
-class StoredGeometry:
-    """A GeoProperty value as a store keeps it: bounding box, point coordinates when it is a point."""
-
-    min_lon: float
-    min_lat: float
-    max_lon: float
-    max_lat: float
-    point: tuple[float, float] | None
-    geojson: bytes
-
-    @classmethod
-    def from_value(cls, value: dict[str, Any]) -> "StoredGeometry":
-        if value.get("type") == "Point":
-            lon, lat = value["coordinates"][0], value["coordinates"][1]
-            return cls(lon, lat, lon, lat, (lon, lat), orjson.dumps(value))
-        min_lon, min_lat, max_lon, max_lat = shape(value).bounds
-        return cls(min_lon, min_lat, max_lon, max_lat, None, orjson.dumps(value))
+def bounds_of(value: dict[str, Any]) -> tuple[float, float, float, float]:
+    """(min lon, min lat, max lon, max lat) of a GeoJSON geometry."""
+    return tuple(shape(value).bounds)  # type: ignore[return-value]
 
 
 class GeoQuery:

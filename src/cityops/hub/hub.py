@@ -9,8 +9,9 @@ Once it is committed, the hub tells its listeners what changed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from ..store.contract import AttributeSummary, QueryResult, Store, TypeSummary
 from .changes import Change, UnitOfWork, WriteSet
@@ -325,15 +326,15 @@ class Hub:
         now = entity["modifiedAt"]
         if replace:
             return dict(entity, createdAt=previous["createdAt"])
-        attrs = appended_attributes(previous, entity["attrs"], now, overwrite=True)
-        types = previous["type"] + [t for t in entity["type"] if t not in previous["type"]]
-        return dict(previous, type=types, attrs=attrs, modifiedAt=now)
+        updated = _with_attrs(previous, appended_attributes(previous, entity["attrs"], now, overwrite=True), now)
+        _add_types(updated, entity)
+        return updated
 
     async def _batch_change(
         self, tenant: str, items: list[Entity], change: Callable[[Entity, Entity, BatchResult], Entity]
     ) -> BatchResult:
-        """Apply ``change(previous, item, result) -> after`` to each existing entity of a batch; a
-        missing entity is an error of the batch, not a creation."""
+        """Apply ``change(previous, item, result) -> after`` to each existing entity of a batch (``previous``
+        returned unchanged means nothing to write); a missing entity is an error of the batch, not a creation."""
         self._check_batch(items)
 
         def work(current: Current, writes: WriteSet) -> BatchResult:
@@ -345,8 +346,9 @@ class Hub:
                     result.errors.append((item["id"], ResourceNotFound(f"entity {item['id']} does not exist")))
                     continue
                 after = change(previous, item, result)
-                writes.replace(after, previous)
-                state[item["id"]] = after
+                if after is not previous:
+                    writes.replace(after, previous)
+                    state[item["id"]] = after
             return result
 
         return await self._write(tenant, [item["id"] for item in items], work)
@@ -364,6 +366,8 @@ class Hub:
                 result.errors.append((entity["id"], BadRequestData(f"not updated (the attributes exist and noOverwrite was asked): {names}")))
             if outcome.updated or not outcome.not_updated:
                 result.success.append(entity["id"])
+            if after == dict(previous, modifiedAt=now):
+                return previous  # nothing changed: no write, no change event
             return after
 
         return await self._batch_change(tenant, entities, change)
@@ -394,6 +398,19 @@ class Hub:
             return result
 
         return await self._write(tenant, list(entity_ids), work)
+
+    async def purge(self, tenant: str, query: EntityQuery) -> int:
+        """Delete, in one transaction, the entities ``query`` selects when it runs (at most one batch)."""
+        found = await self.store.query(tenant, query)
+        ids = [e["id"] for e in found.entities]
+        if found.count is not None and found.count > len(ids):
+            raise BadRequestData(
+                f"the purge selects {found.count} entities, more than {len(ids)} at once; narrow the query or repeat it"
+            )
+        if not ids:
+            return 0
+        result = await self.batch_delete(tenant, ids)
+        return len(result.success)
 
     # -- reads ---------------------------------------------------------------------------------
     async def query(self, tenant: str, query: EntityQuery) -> QueryResult:

@@ -23,7 +23,7 @@ class Projection:
     omit: MemberTree | None = None
     datasets: frozenset[str | None] | None = None
 
-    def linked(self, member: str) -> "Projection":
+    def linked(self, member: str) -> Projection:
         """The projection of the entities linked through ``member``."""
         if self.pick is not None and self.pick.get(member):
             return Projection(pick=self.pick[member])

@@ -106,7 +106,7 @@ class EntityQuery:
     offset: int = 0
     count: bool = False
     scope: tuple[tuple[str, ...], ...] | None = None  # any of these groups; every scope pattern of a group must match
-    order_by: tuple[tuple["Path", bool], ...] | None = None  # (path, descending)
+    order_by: tuple[tuple[Path, bool], ...] | None = None  # (path, descending)
 
     def matches(self, entity: Entity) -> bool:
         """The full decision for one entity, as every store must make it."""

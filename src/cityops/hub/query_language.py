@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Union
+from typing import Any
 
 from .context import TermMap
 from .entity import DATA_MEMBER, Entity, Instance
@@ -44,7 +45,7 @@ class DateTimeLiteral:
     moment: datetime
 
 
-Literal = Union[int, float, str, bool, DateTimeLiteral]
+Literal = int | float | str | bool | DateTimeLiteral
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Term:
 
 @dataclass(frozen=True)
 class And:
-    children: tuple["Node", ...]
+    children: tuple[Node, ...]
 
     def matches(self, entity: Entity) -> bool:
         return all(child.matches(entity) for child in self.children)
@@ -98,21 +99,13 @@ class And:
 
 @dataclass(frozen=True)
 class Or:
-    children: tuple["Node", ...]
+    children: tuple[Node, ...]
 
     def matches(self, entity: Entity) -> bool:
         return any(child.matches(entity) for child in self.children)
 
 
-Node = Union[Term, And, Or]
-
-
-def terms_of(node: Node) -> Iterator[Term]:
-    if isinstance(node, Term):
-        yield node
-    else:
-        for child in node.children:
-            yield from terms_of(child)
+Node = Term | And | Or
 
 
 def compare(value: Any, op: str, literal: Literal) -> bool:

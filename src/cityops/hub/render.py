@@ -4,7 +4,8 @@ lang, and with linked entities joined inline or flat (NGSI-LD linked entity retr
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .context import TermMap
 from .entity import DATA_MEMBER, RESERVED_MEMBERS, Entity, Instance
@@ -12,6 +13,7 @@ from .projection import Projection
 
 FORMATS = ("normalized", "concise", "keyValues")
 JOINS = ("inline", "flat", "@none")
+MAX_JOINED = 5_000  # linked entities rendered for one answer at most
 _SYSTEM = ("createdAt", "modifiedAt")
 # Members rendered exactly as stored (no names to compact): an instance made only of these is copied.
 _PLAIN_MEMBERS = frozenset(
@@ -205,6 +207,7 @@ class Renderer:
         seen = {root["id"] for root in roots}
         flat_tail: list[dict[str, Any]] = []
         frontier = [(out, root, self.projection) for out, root in zip(rendered, roots)]
+        budget = MAX_JOINED  # renders of linked entities, so cycles and fan-out cannot explode
         for _ in range(level):
             wanted: dict[str, list[tuple[dict[str, Any], str, Projection]]] = {}
             for out, source, projection in frontier:
@@ -223,6 +226,9 @@ class Renderer:
                 if target is None:
                     continue
                 for out, name, projection in uses:
+                    if budget <= 0:
+                        break
+                    budget -= 1
                     linked_out = self.entity(target, projection)
                     if join == "inline":
                         self._inline(out, name, target_id, linked_out)

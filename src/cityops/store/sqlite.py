@@ -157,6 +157,3 @@ class SQLiteStore:
 
     async def attributes(self, tenant: str) -> list[AttributeSummary]:
         return await self._database(tenant, create=False).in_pool("attributes")
-
-    async def count_entities(self, tenant: str) -> int:
-        return self._database(tenant, create=False).reader.count()

@@ -13,11 +13,11 @@ sees the last committed state.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
-
 
 from ..hub.entity import Entity
 from ..hub.geo import GeoQuery, geometry_of
@@ -102,9 +102,6 @@ class Reader:
     def get(self, entity_id: str) -> Entity | None:
         row = self.connection.execute("SELECT doc FROM entities WHERE id = ?", (entity_id,)).fetchone()
         return orjson.loads(row[0]) if row else None
-
-    def count(self) -> int:
-        return self.connection.execute("SELECT count(*) FROM entities").fetchone()[0]
 
     def read(self, function: Any, *args: Any) -> Any:
         """Run several statements against one snapshot (taken before the caches are checked, so

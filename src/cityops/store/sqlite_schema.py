@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from typing import Any, Iterable
+from typing import Any
 
 from ..hub.entity import ATTRIBUTE_TYPES, Instance
 from .sqlite_geo import cell_of
@@ -24,7 +24,6 @@ from .sqlite_geo import cell_of
 SCHEMA_VERSION = 2
 KIND_CODE = {kind: index for index, kind in enumerate(ATTRIBUTE_TYPES)}
 KIND_NAME = dict(enumerate(ATTRIBUTE_TYPES))
-GEO_KIND = KIND_CODE["GeoProperty"]
 # Attribute kinds whose values the value index holds exactly as the query language compares them.
 INDEXED_KINDS = frozenset(KIND_CODE[k] for k in ("Property", "Relationship", "LanguageProperty", "ListProperty", "ListRelationship"))
 NUMBER, STRING, BOOLEAN, PRESENT = 0, 1, 2, 3  # value kinds in attr_values

@@ -20,15 +20,16 @@ import os
 import queue
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
 from ..hub.changes import Change, UnitOfWork, WriteSet
 from ..hub.entity import Entity, Instance
 from ..hub.errors import ServiceUnavailable
-from ..hub.geo import StoredGeometry
+from ..hub.geo import bounds_of
 from .sqlite_schema import IriCache, attribute_rows, load_kinds
 
 log = logging.getLogger("cityops.store")
@@ -332,12 +333,10 @@ class Writer:
             values, points, shapes, kinds = attribute_rows(attr_id, rid, attrs[name])
             shape_rows = []
             for instance in shapes:
-                geometry = StoredGeometry.from_value(instance["value"])
+                min_lon, min_lat, max_lon, max_lat = bounds_of(instance["value"])
                 gid = writes.next_gid
                 writes.next_gid += 1
-                shape_rows.append(
-                    ((gid, rid, attr_id, geometry.geojson), (gid, geometry.min_lon, geometry.max_lon, geometry.min_lat, geometry.max_lat))
-                )
+                shape_rows.append(((gid, rid, attr_id, orjson.dumps(instance["value"])), (gid, min_lon, max_lon, min_lat, max_lat)))
             known = self.kinds.setdefault(attr_id, set())
             for kind in kinds - known:
                 writes.new_kinds.append((attr_id, kind))
