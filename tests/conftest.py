@@ -47,6 +47,12 @@ class Api:
     def get(self, path: str, **kwargs: Any):
         return self.request("GET", path, **kwargs)
 
+    def entity(self, entity_id: str, **params: Any) -> dict[str, Any]:
+        """GET /entities/{id} that must succeed, as JSON."""
+        response = self.get(f"/entities/{entity_id}", params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def post(self, path: str, json: Any = None, **kwargs: Any):
         return self.request("POST", path, json=json, **kwargs)
 

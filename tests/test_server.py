@@ -110,6 +110,9 @@ def test_several_server_processes_share_one_database(tmp_path: Path) -> None:
             for k in range(13):
                 found = client.get(f"{base}/entities", params={"q": f"reading{k}>=0", "count": "true", "limit": "0"})
                 assert found.headers["NGSILD-Results-Count"] == str(len([i for i in range(300) if i % 13 == k]))
+            for i in (0, 151, 299):  # whichever process answers, it reads what the other one wrote
+                body = client.get(f"{base}/entities/urn:ngsi-ld:Sensor:{i}").json()
+                assert body["type"] == f"Kind{i % 7}" and body[f"reading{i % 13}"]["value"] == i
     finally:
         server.terminate()
         server.wait(timeout=15)

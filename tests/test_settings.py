@@ -32,3 +32,9 @@ def test_preload_contexts_from_environment_and_flags_merge(tmp_path: Path) -> No
 def test_configuration_doc_is_current() -> None:
     doc = Path(__file__).parent.parent / "docs" / "configuration.md"
     assert doc.read_text() == configuration_markdown(), "run: python -m cityops.settings > docs/configuration.md"
+
+
+def test_memory_database_cannot_be_shared_by_workers() -> None:
+    with pytest.raises(SettingsError, match="memory"):
+        Settings.load({}, database=":memory:", workers=2)
+    assert Settings.load({}, database=":memory:").workers == 1

@@ -50,7 +50,7 @@ def test_scope_is_appended_updated_and_deleted_like_an_attribute(api: Api) -> No
     assert api.patch(f"/entities/{ID}/attrs", {"scope": "/Gwacheon"}).status_code == 204
     assert api.get(f"/entities/{ID}").json()["scope"] == "/Gwacheon"
     assert api.delete(f"/entities/{ID}/attrs/scope").status_code == 204
-    assert "scope" not in api.get(f"/entities/{ID}").json()
+    assert "scope" not in api.entity(ID)
     assert api.patch(f"/entities/{ID}/attrs", {"scope": "/Gwacheon"}).status_code == 207
     assert api.put(f"/entities/{ID}/attrs/scope", {"value": "/x"}).status_code == 400
 
@@ -58,7 +58,7 @@ def test_scope_is_appended_updated_and_deleted_like_an_attribute(api: Api) -> No
 def test_partial_update_with_null_deletes_the_instance(api: Api) -> None:
     api.create(camera(1))
     assert api.patch(f"/entities/{ID}/attrs/range", {"type": "Property", "value": "urn:ngsi-ld:null"}).status_code == 204
-    assert "range" not in api.get(f"/entities/{ID}").json()
+    assert "range" not in api.entity(ID)
 
 
 def test_partial_update_of_sub_attributes_only(api: Api) -> None:
@@ -111,7 +111,7 @@ def test_attribute_timestamps_follow_changes(api: Api) -> None:
 def test_delete_attribute(api: Api) -> None:
     api.create(camera(1))
     assert api.delete(f"/entities/{ID}/attrs/range").status_code == 204
-    assert "range" not in api.get(f"/entities/{ID}").json()
+    assert "range" not in api.entity(ID)
     assert api.delete(f"/entities/{ID}/attrs/range").status_code == 404
 
 
@@ -133,7 +133,7 @@ def test_delete_attribute_by_dataset_id_and_all(api: Api) -> None:
     assert values == [20, 22]
     assert api.delete(path, params={"datasetId": "urn:ngsi-ld:Dataset:zzz"}).status_code == 404
     assert api.delete(path, params={"deleteAll": "true"}).status_code == 204
-    assert "temperature" not in api.get("/entities/urn:ngsi-ld:Sensor:1").json()
+    assert "temperature" not in api.entity("urn:ngsi-ld:Sensor:1")
 
 
 def test_partial_update_targets_the_dataset_instance(api: Api) -> None:

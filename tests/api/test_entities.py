@@ -93,14 +93,14 @@ def test_sys_attrs_show_creation_and_modification_times(api: Api) -> None:
     body = api.get("/entities/urn:ngsi-ld:Camera:004", params={"options": "sysAttrs"}).json()
     assert body["createdAt"].endswith("Z") and body["modifiedAt"] >= body["createdAt"]
     assert "createdAt" in body["status"] and "modifiedAt" in body["status"]
-    assert "createdAt" not in api.get("/entities/urn:ngsi-ld:Camera:004").json()
+    assert "createdAt" not in api.entity("urn:ngsi-ld:Camera:004")
 
 
 def test_attrs_pick_and_omit_project_the_entity(api: Api) -> None:
     api.create(camera(5))
     assert set(api.get("/entities/urn:ngsi-ld:Camera:005", params={"attrs": "status"}).json()) == {"id", "type", "status"}
     assert set(api.get("/entities/urn:ngsi-ld:Camera:005", params={"pick": "id,range"}).json()) == {"id", "range"}
-    assert "location" not in api.get("/entities/urn:ngsi-ld:Camera:005", params={"omit": "location"}).json()
+    assert "location" not in api.entity("urn:ngsi-ld:Camera:005", omit="location")
     assert api.get("/entities/urn:ngsi-ld:Camera:005", params={"pick": "id", "omit": "type"}).status_code == 400
 
 

@@ -46,11 +46,13 @@ tricky_text = st.one_of(
             "Camera", "pm10>1", "(a;b)|c", "near;maxDistance==10", "Point", "[126.9,37.3]", "[[1,2],[3]]", "-1", "0", "1e9",
             "true", "keyValues,concise", "sysAttrs", "a..b", '"', "[", "urn:ngsi-ld:null", "Polygon", "[[[1,1],[2,2],[1,1]]]",
             "a[b", "a.b.c", "!", "~=", "\x00", "%00", "999999999999999999999",
+            "range==99999999999999999999", "range!=1..99999999999999999999", "near;maxDistance==1e300", "near;minDistance==1e200",
+            "(" * 300 + "Camera" + ")" * 300, "[[[]]]", "18446744073709551615",
         ]
     ),
 )
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | text,
+    st.none() | st.booleans() | st.integers(-(2**64) + 1, 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | text,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(tricky_text, children, max_size=4),
     max_leaves=12,
 )

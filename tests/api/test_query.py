@@ -77,7 +77,7 @@ def test_id_and_id_pattern(city: Api) -> None:
         ("refSensor==urn:ngsi-ld:Sensor:3;pm10<60", ["003", "007", "011"]),
         ('station~="-2$";pm10<30', ["002", "005"]),
         ('station!~="station-[01]";pm10<30', ["002", "005"]),
-        ("pm10.observedAt>=2026-11-28T00:00:00Z", ["027", "055"][:1]),
+        ("pm10.observedAt>=2026-11-28T00:00:00Z", ["027"]),
         ('pm10.unitCode=="GQ";pm10<10', ["001"]),
         ("nothing", []),
         ("!nothing;pm10<10", ["001"]),
@@ -138,9 +138,7 @@ def test_post_query(city: Api) -> None:
     assert response.headers["NGSILD-Results-Count"] == "2"
     assert set(response.json()[0]) == {"id", "type", "pm10"}
     several = {"type": "Query", "entities": [{"type": "Camera"}, {"id": "urn:ngsi-ld:AirQualityObserved:007", "type": "AirQualityObserved"}]}
-    assert ids(city.post("/entityOperations/query", several)) == ["007", "001", "002"][:0] or sorted(
-        ids(city.post("/entityOperations/query", several))
-    ) == ["001", "002", "007"]
+    assert sorted(ids(city.post("/entityOperations/query", several))) == ["001", "002", "007"]
     assert city.post("/entityOperations/query", {"entities": []}).status_code == 400
 
 

@@ -340,12 +340,15 @@ class _Parser:
 
     @staticmethod
     def split_range(raw: str) -> tuple[str, str] | None:
-        if raw.startswith('"') or ".." not in raw:
-            return None
-        low, _, high = raw.partition("..")
-        if not low or not high:
-            return None
-        return low, high
+        """``low..high`` split at the ``..`` outside quotes, or None when ``raw`` is not a range."""
+        in_string = False
+        for index, char in enumerate(raw):
+            if char == '"':
+                in_string = not in_string
+            elif not in_string and raw.startswith("..", index):
+                low, high = raw[:index], raw[index + 2 :]
+                return (low, high) if low and high else None
+        return None
 
     def literal(self, raw: str) -> Literal:
         raw = raw.strip()
