@@ -144,10 +144,17 @@ def parse_types(value: Any, terms: TermMap) -> list[str]:
     return expanded
 
 
-def _parse_datetime_member(instance: dict[str, Any], member: str, where: str) -> None:
-    value = instance.get(member)
-    if value is not None and not (is_datetime(value) and value.endswith("Z")):
-        raise BadRequestData(f"{where}: {member} must be an ISO 8601 DateTime in UTC ending in 'Z', got {value!r}")
+def _check_metadata(instance: dict[str, Any], where: str) -> None:
+    """observedAt, unitCode, datasetId and lang of an attribute instance, where present."""
+    observed = instance.get("observedAt")
+    if observed is not None and not (is_datetime(observed) and observed.endswith("Z")):
+        raise BadRequestData(f"{where}: observedAt must be an ISO 8601 DateTime in UTC ending in 'Z', got {observed!r}")
+    if "unitCode" in instance and not isinstance(instance["unitCode"], str):
+        raise BadRequestData(f"{where}: unitCode must be a string (a UN/CEFACT code such as CEL)")
+    if "datasetId" in instance:
+        check_entity_id(instance["datasetId"], f"{where}: datasetId")
+    if "lang" in instance and not isinstance(instance["lang"], str):
+        raise BadRequestData(f"{where}: lang must be a language tag")
 
 
 class AttributeParser:
@@ -288,13 +295,7 @@ class AttributeParser:
             if not isinstance(data, (dict, list)):
                 raise BadRequestData(f"{where}: json must be a JSON object or array")
         if len(instance) > 2:
-            _parse_datetime_member(instance, "observedAt", where)
-            if "unitCode" in instance and not isinstance(instance["unitCode"], str):
-                raise BadRequestData(f"{where}: unitCode must be a string (a UN/CEFACT code such as CEL)")
-            if "datasetId" in instance:
-                check_entity_id(instance["datasetId"], f"{where}: datasetId")
-            if "lang" in instance and not isinstance(instance["lang"], str):
-                raise BadRequestData(f"{where}: lang must be a language tag")
+            _check_metadata(instance, where)
         if self.now is not None:
             instance["createdAt"] = instance["modifiedAt"] = self.now
         return instance
@@ -318,11 +319,7 @@ class AttributeParser:
                 elif member not in _IGNORED_MEMBERS:
                     check_attribute_name(member, f"{where}: sub-attribute name")
                     partial[self.terms.expand(member)] = self.attribute(self.terms.expand(member), member_value, f"{where}.{member}")[0]
-            _parse_datetime_member(partial, "observedAt", where)
-            if "datasetId" in partial:
-                check_entity_id(partial["datasetId"], f"{where}: datasetId")
-            if "unitCode" in partial and not isinstance(partial["unitCode"], str):
-                raise BadRequestData(f"{where}: unitCode must be a string (a UN/CEFACT code such as CEL)")
+            _check_metadata(partial, where)
             return partial
         return self.instance(iri, raw, where)
 

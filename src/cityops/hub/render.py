@@ -57,6 +57,7 @@ class Renderer:
         self.sys_attrs = sys_attrs
         self.lang = parse_language_preferences(lang) if lang else None
         self.projection = projection or Projection()
+        self._render = {"normalized": self.normalized, "concise": self.concise, "keyValues": self.key_value}[fmt]
 
     def compact_types(self, types: list[str]) -> str | list[str]:
         compact = [self.terms.compact(t) for t in types]
@@ -99,7 +100,7 @@ class Renderer:
         if "scope" in entity:
             out["scope"] = entity["scope"][0] if len(entity["scope"]) == 1 else entity["scope"]
         compact = self.terms.compact
-        render = {"normalized": self.normalized, "concise": self.concise, "keyValues": self.key_value}[self.fmt]
+        render = self._render
         for iri, instances in entity["attrs"].items():
             out[compact(iri)] = render(instances[0]) if len(instances) == 1 else [render(i) for i in instances]
         if self.sys_attrs:
@@ -108,7 +109,7 @@ class Renderer:
         return out
 
     def attribute(self, instances: list[Instance]) -> Any:
-        render = {"normalized": self.normalized, "concise": self.concise, "keyValues": self.key_value}[self.fmt]
+        render = self._render
         if len(instances) == 1:
             return render(instances[0])
         return [render(instance) for instance in instances]
