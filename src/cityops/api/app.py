@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..bus.bus import InProcessBus
 from ..hub.context import ContextResolver, make_http_fetcher
 from ..hub.errors import InternalError, MethodNotAllowed, NgsiError, ResourceNotFound
 from ..hub.hub import Hub
@@ -35,7 +36,8 @@ class CityOps:
             cache_mb=settings.sqlite_cache_mb,
             max_tenants=settings.max_tenants,
         )
-        self.hub = Hub(self.store, max_batch_size=settings.max_batch_size)
+        self.bus = InProcessBus()
+        self.hub = Hub(self.store, bus=self.bus, max_batch_size=settings.max_batch_size)
         self.fetcher = make_http_fetcher(settings.context_fetch_timeout)
         self.resolver = ContextResolver(
             preloaded=settings.preload_contexts, fetcher=self.fetcher, cache_size=settings.context_cache_size
@@ -43,8 +45,10 @@ class CityOps:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.bus.start()
 
     async def stop(self) -> None:
+        await self.bus.stop()
         await self.store.close()
         await self.fetcher.close()
 

@@ -3,18 +3,19 @@
 Every write is a unit of work (``cityops.hub.changes``): the store loads the entities the
 operation names, a plain function decides what to write (checking existence and conflicts,
 combining old and new with ``cityops.hub.merge``), and the store applies that decision atomically.
-Once it is committed, the hub tells its listeners what changed.
+Once it is committed, the hub publishes the changes on the bus.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..bus.bus import Bus, InProcessBus
 from ..store.contract import AttributeSummary, QueryResult, Store, TypeSummary
-from .changes import Change, UnitOfWork, WriteSet
+from .changes import UnitOfWork, WriteSet
 from .entity import Entity, Instance, find_instance
 from .errors import AlreadyExists, BadRequestData, NgsiError, ResourceNotFound
 from .merge import is_delete_marker, merge_attribute, replace_attribute
@@ -23,7 +24,6 @@ from .timestamps import now_iso
 
 log = logging.getLogger("cityops.hub")
 
-ChangeListener = Callable[[list[Change]], Awaitable[None]]
 Current = Mapping[str, "Entity | None"]
 
 
@@ -100,22 +100,14 @@ def appended_attributes(
 
 
 class Hub:
-    def __init__(self, store: Store, *, max_batch_size: int = 10000):
+    def __init__(self, store: Store, *, bus: Bus | None = None, max_batch_size: int = 10000):
         self.store = store
+        self.bus: Bus = bus if bus is not None else InProcessBus()
         self.max_batch_size = max_batch_size
-        self._listeners: list[ChangeListener] = []
-
-    def add_listener(self, listener: ChangeListener) -> None:
-        self._listeners.append(listener)
 
     async def _write(self, tenant: str, ids: list[str], work: UnitOfWork[Any]) -> Any:
         result, changes = await self.store.write(tenant, ids, work)
-        if changes:
-            for listener in self._listeners:
-                try:
-                    await listener(changes)
-                except Exception:  # a consumer's failure must not undo or hide an accepted change
-                    log.exception("a change listener failed on %d change(s)", len(changes))
+        self.bus.publish(changes)
         return result
 
     # -- single entities -----------------------------------------------------------------------
