@@ -68,6 +68,8 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
             count = client.get(f"{base}/entities", params={"type": "WaterMeter", "count": "true", "limit": "0"})
             assert count.headers["NGSILD-Results-Count"] == "800"
             assert client.get(f"{base}/entities/urn:ngsi-ld:Meter:7").json()["reading"]["value"] == 700
+            history = client.get(f"{base}/temporal/entities/urn:ngsi-ld:Meter:7").json()["reading"]
+            assert [instance["value"] for instance in history] == [7, 700]  # no accepted change missing from history
             assert client.get(f"{base}/entities", params={"type": "WaterMeter", "q": "reading>=499", "count": "true", "limit": "0"}).headers[
                 "NGSILD-Results-Count"
             ] == "2"  # Meter:7 (700) and Meter:b499

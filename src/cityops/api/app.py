@@ -21,6 +21,7 @@ from ..settings import Settings
 from ..store.sqlite import SQLiteStore
 from .http import json_response, problem_response
 from .ngsi_ld import NgsiLdApi
+from .temporal import TemporalApi
 
 log = logging.getLogger("cityops.api")
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, cityops: CityOps | None = None)
         configure_logging(settings.log_level)
     cityops = cityops or CityOps(settings)
     api = NgsiLdApi(cityops.hub, cityops.resolver, settings)
+    temporal = TemporalApi(api)
 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -101,7 +103,7 @@ def create_app(settings: Settings | None = None, cityops: CityOps | None = None)
             log.info("CityOps hub stopped; all accepted changes are on disk")
 
     app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]), *api.routes()],
+        routes=[Route("/health", health, methods=["GET"]), *api.routes(), *temporal.routes()],
         exception_handlers={NgsiError: ngsi_error, HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,
     )

@@ -28,3 +28,8 @@ def is_datetime(text: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+def iso_from_epoch(seconds: float) -> str:
+    """An epoch time as NGSI-LD writes DateTimes (UTC, milliseconds, 'Z')."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -14,7 +14,8 @@ from typing import Protocol, TypeVar
 
 from ..hub.changes import Change, UnitOfWork
 from ..hub.entity import Entity
-from ..hub.query import EntityQuery
+from ..hub.query import EntityQuery, Selector
+from ..hub.temporal import TemporalEntity, TemporalQuery
 
 DEFAULT_TENANT = ""
 T = TypeVar("T")
@@ -61,3 +62,11 @@ class Store(Protocol):
     async def types(self, tenant: str, with_attributes: bool) -> list[TypeSummary]: ...
 
     async def attributes(self, tenant: str) -> list[AttributeSummary]: ...
+
+    async def temporal_entity(self, tenant: str, entity_id: str, query: TemporalQuery) -> TemporalEntity | None:
+        """The history of one entity (None when it has none), as ``query`` selects and aggregates it."""
+
+    async def temporal_query(
+        self, tenant: str, selectors: tuple[Selector, ...] | None, query: TemporalQuery, limit: int, offset: int, count: bool
+    ) -> tuple[list[TemporalEntity], int | None]:
+        """Histories of the entities ``selectors`` pick (by id, id pattern and type), a page of them."""

@@ -21,7 +21,8 @@ from typing import Any
 from ..hub.changes import Change, UnitOfWork
 from ..hub.entity import Entity
 from ..hub.errors import BadRequestData, NonexistentTenant, ServiceUnavailable
-from ..hub.query import EntityQuery
+from ..hub.query import EntityQuery, Selector
+from ..hub.temporal import TemporalEntity, TemporalQuery
 from .contract import DEFAULT_TENANT, AttributeSummary, QueryResult, TypeSummary
 from .sqlite_query import Reader
 from .sqlite_schema import connect
@@ -157,3 +158,11 @@ class SQLiteStore:
 
     async def attributes(self, tenant: str) -> list[AttributeSummary]:
         return await self._database(tenant, create=False).in_pool("attributes")
+
+    async def temporal_entity(self, tenant: str, entity_id: str, query: TemporalQuery) -> TemporalEntity | None:
+        return await self._database(tenant, create=False).in_pool("temporal_entity", entity_id, query)
+
+    async def temporal_query(
+        self, tenant: str, selectors: tuple[Selector, ...] | None, query: TemporalQuery, limit: int, offset: int, count: bool
+    ) -> tuple[list[TemporalEntity], int | None]:
+        return await self._database(tenant, create=False).in_pool("temporal_query", selectors, query, limit, offset, count)

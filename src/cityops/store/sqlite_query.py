@@ -23,8 +23,10 @@ from ..hub.entity import Entity
 from ..hub.geo import GeoQuery, geometry_of
 from ..hub.query import EntityQuery, Selector, sort_entities
 from ..hub.query_language import And, DateTimeLiteral, Node, Or, Term
+from ..hub.temporal import TemporalEntity, TemporalQuery
 from .contract import AttributeSummary, QueryResult, TypeSummary
 from .sqlite_geo import cover
+from .sqlite_history import HistoryReader
 from .sqlite_plan import (
     ESTIMATE_CAP,
     Conjunct,
@@ -80,6 +82,7 @@ class Reader:
         self.connection = connection
         self.database = database
         self.iris = IriCache(connection)
+        self.history = HistoryReader(connection, self.iris)
         self._kinds: dict[int, set[int]] = load_kinds(connection)
         self._data_version = self._version()
 
@@ -92,6 +95,33 @@ class Reader:
         if version != self._data_version:
             self._data_version = version
             self._kinds = load_kinds(self.connection)
+
+    # -- history -------------------------------------------------------------------------------
+    def temporal_entity(self, entity_id: str, query: TemporalQuery) -> TemporalEntity | None:
+        return self.read(self._temporal_entity, entity_id, query)
+
+    def _temporal_entity(self, entity_id: str, query: TemporalQuery) -> TemporalEntity | None:
+        found = self.history.entity(entity_id)
+        if found is None:
+            return None
+        return self._history_of(found[0], entity_id, found[1], query)
+
+    def _history_of(self, tid: int, entity_id: str, types: list[str], query: TemporalQuery) -> TemporalEntity:
+        if query.aggregation is not None:
+            return TemporalEntity(entity_id, types, aggregated=self.history.aggregated(tid, query))
+        attrs, truncated = self.history.instances(tid, query)
+        return TemporalEntity(entity_id, types, attrs=attrs, truncated=truncated)
+
+    def temporal_query(
+        self, selectors: tuple[Selector, ...] | None, query: TemporalQuery, limit: int, offset: int, count: bool
+    ) -> tuple[list[TemporalEntity], int | None]:
+        return self.read(self._temporal_query, selectors, query, limit, offset, count)
+
+    def _temporal_query(
+        self, selectors: tuple[Selector, ...] | None, query: TemporalQuery, limit: int, offset: int, count: bool
+    ) -> tuple[list[TemporalEntity], int | None]:
+        page, total = self.history.entities(selectors, limit, offset, count)
+        return [self._history_of(tid, entity_id, types, query) for tid, entity_id, types in page], total
 
     def _known(self, iri: str) -> int | None:
         return self.iris.id(iri, create=False)

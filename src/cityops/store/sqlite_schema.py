@@ -9,7 +9,10 @@ Entities are kept whole (one JSON document a row) next to index tables the queri
 - ``geo_shapes`` and ``geo_rtree``: other GeoProperties with their bounding boxes in an R*Tree;
 - ``iris``: every IRI (type, attribute) once, referred to by number;
 - ``attr_kinds``: every (attribute, kind) ever stored, so a query knows which attributes hold
-  kinds the value index does not cover.
+  kinds the value index does not cover;
+- ``temporal_entities`` and ``history``: every attribute instance ever written, append-only, placed
+  in time by its observedAt (its modification time when it has none), with its value as a number
+  when it is one, for aggregations in SQL. History outlives the entity.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import re
 import sqlite3
 from typing import Any
 
+import orjson
+
 from ..hub.entity import ATTRIBUTE_TYPES, Instance
+from ..hub.timestamps import parse_datetime
 from .sqlite_geo import cell_of
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KIND_CODE = {kind: index for index, kind in enumerate(ATTRIBUTE_TYPES)}
 KIND_NAME = dict(enumerate(ATTRIBUTE_TYPES))
 # Attribute kinds whose values the value index holds exactly as the query language compares them.
@@ -47,6 +53,12 @@ CREATE TABLE IF NOT EXISTS geo_shapes (
     gid INTEGER PRIMARY KEY, rid INTEGER NOT NULL, attr_id INTEGER NOT NULL, geojson BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS geo_shapes_rid ON geo_shapes (rid, attr_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS geo_rtree USING rtree (gid, min_lon, max_lon, min_lat, max_lat);
+CREATE TABLE IF NOT EXISTS temporal_entities (
+    tid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, types BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS history (
+    iid INTEGER PRIMARY KEY, tid INTEGER NOT NULL, attr_id INTEGER NOT NULL,
+    observed REAL NOT NULL, created REAL NOT NULL, modified REAL NOT NULL, dataset TEXT, num REAL, doc BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS history_entity ON history (tid, attr_id, observed);
 """
 
 _pattern_cache: dict[str, re.Pattern[str]] = {}
@@ -107,6 +119,31 @@ def _add_scalars(rows: dict[tuple[int, int, Any, int], int], attr_id: int, rid: 
             continue
         added = True
     return added
+
+
+def history_row(tid: int, attr_id: int, instance: Instance, at: str) -> tuple[Any, ...]:
+    """A history row of one attribute instance written at ``at``: (tid, attr_id, observed, created,
+    modified, dataset, num, doc)."""
+    modified = epoch(instance.get("modifiedAt", at))
+    observed = instance.get("observedAt")
+    value = instance.get("value")
+    if type(value) is dict and "@value" in value:
+        value = value["@value"]
+    number = value if type(value) in (int, float) else None
+    return (
+        tid,
+        attr_id,
+        epoch(observed) if observed else modified,
+        epoch(instance.get("createdAt", at)),
+        modified,
+        instance.get("datasetId"),
+        number,
+        orjson.dumps(instance),
+    )
+
+
+def epoch(text: str) -> float:
+    return parse_datetime(text).timestamp()
 
 
 def attribute_rows(

@@ -30,7 +30,8 @@ from ..hub.changes import Change, UnitOfWork, WriteSet
 from ..hub.entity import Entity, Instance
 from ..hub.errors import ServiceUnavailable
 from ..hub.geo import bounds_of
-from .sqlite_schema import IriCache, attribute_rows, load_kinds
+from ..hub.temporal import changed_instances
+from .sqlite_schema import IriCache, attribute_rows, history_row, load_kinds
 
 log = logging.getLogger("cityops.store")
 
@@ -43,9 +44,12 @@ WAL_RESET_BYTES = 64 * 1024 * 1024  # past this the writer finishes a checkpoint
 class PendingWrites:
     """Writes of the running transaction not yet sent to SQLite, keyed so that later writes win."""
 
-    def __init__(self, next_rid: int, next_gid: int):
+    def __init__(self, next_rid: int, next_gid: int, next_tid: int):
         self.next_rid = next_rid
         self.next_gid = next_gid
+        self.next_tid = next_tid
+        self.history: list[tuple[Any, ...]] = []
+        self.temporal_entities: dict[int, tuple[int, str, bytes]] = {}
         self.new_ids: dict[str, int] = {}
         self.deleted_ids: set[str] = set()
         self.entity_rows: dict[int, tuple[int, str, bytes]] = {}
@@ -65,6 +69,7 @@ class PendingWrites:
         return not (
             self.entity_rows or self.doc_updates or self.entity_deletes or self.type_rows or self.type_deletes
             or self.attr_rows or self.value_deletes or self.point_deletes or self.shape_deletes or self.new_kinds
+            or self.history or self.temporal_entities
         )
 
 
@@ -103,6 +108,7 @@ class Writer:
         connection.execute("PRAGMA journal_size_limit=67108864")  # a reset WAL shrinks back to 64 MiB
         self.iris = IriCache(connection)
         self.kinds = load_kinds(connection)
+        self.tids: dict[str, int] = {}  # entity id -> temporal id, for entities known to have history
         self.pending: PendingWrites | None = None
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"cityops-writer-{name}", daemon=True)
@@ -221,6 +227,7 @@ class Writer:
             except sqlite3.Error:
                 pass
             self.iris.clear()
+            self.tids.clear()
             try:
                 self.kinds = load_kinds(self.connection)
             except sqlite3.Error:
@@ -263,10 +270,12 @@ class Writer:
             c = self.connection
             next_rid = c.execute("SELECT coalesce(max(rid), 0) + 1 FROM entities").fetchone()[0]
             next_gid = c.execute("SELECT coalesce(max(gid), 0) + 1 FROM geo_shapes").fetchone()[0]
-            self.pending = PendingWrites(next_rid, next_gid)
+            next_tid = c.execute("SELECT coalesce(max(tid), 0) + 1 FROM temporal_entities").fetchone()[0]
+            self.pending = PendingWrites(next_rid, next_gid, next_tid)
         return self.pending
 
     def apply(self, changes: list[Change]) -> None:
+        self._resolve_tids([c.entity_id for c in changes if c.after is not None and c.entity_id not in self.tids])
         for change in changes:
             if change.before is None:
                 assert change.after is not None
@@ -275,6 +284,31 @@ class Writer:
                 self._delete(change.before)
             else:
                 self._replace(change.after, change.before)
+            if change.after is not None:
+                self._record_history(change)
+
+    # -- history -----------------------------------------------------------------------------------
+    def _resolve_tids(self, entity_ids: list[str]) -> None:
+        """Learn the temporal ids of entities that already have history (in bulk: batches are large)."""
+        for start in range(0, len(entity_ids), 500):
+            chunk = entity_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for tid, entity_id in self.connection.execute(f"SELECT tid, id FROM temporal_entities WHERE id IN ({marks})", chunk):
+                self.tids[entity_id] = tid
+
+    def _record_history(self, change: Change) -> None:
+        after = change.after
+        assert after is not None
+        writes = self._writes()
+        tid = self.tids.get(change.entity_id)
+        if tid is None:
+            tid = writes.next_tid
+            writes.next_tid += 1
+            self.tids[change.entity_id] = tid
+        if change.before is None or change.before["type"] != after["type"] or tid in writes.temporal_entities:
+            writes.temporal_entities[tid] = (tid, change.entity_id, orjson.dumps(after["type"]))
+        for name, instance in changed_instances(change):
+            writes.history.append(history_row(tid, self._iri(name), instance, change.at))
 
     def _iri(self, iri: str) -> int:
         found = self.iris.id(iri, create=True)
@@ -375,6 +409,16 @@ class Writer:
             c.executemany("DELETE FROM geo_shapes WHERE rid = ? AND attr_id = ?", writes.shape_deletes)
         if writes.entity_rows:
             c.executemany("INSERT INTO entities (rid, id, doc) VALUES (?, ?, ?)", writes.entity_rows.values())
+        if writes.temporal_entities:
+            c.executemany(
+                "INSERT INTO temporal_entities (tid, id, types) VALUES (?, ?, ?) ON CONFLICT (tid) DO UPDATE SET types = excluded.types",
+                writes.temporal_entities.values(),
+            )
+        if writes.history:
+            c.executemany(
+                "INSERT INTO history (tid, attr_id, observed, created, modified, dataset, num, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                writes.history,
+            )
         if writes.doc_updates:
             c.executemany("UPDATE entities SET doc = ?2 WHERE rid = ?1", writes.doc_updates.items())
         if writes.type_rows:
@@ -399,4 +443,4 @@ class Writer:
                 c.executemany(
                     "INSERT INTO geo_rtree (gid, min_lon, max_lon, min_lat, max_lat) VALUES (?, ?, ?, ?, ?)", [g[1] for g in shapes]
                 )
-        self.pending = PendingWrites(writes.next_rid, writes.next_gid)
+        self.pending = PendingWrites(writes.next_rid, writes.next_gid, writes.next_tid)

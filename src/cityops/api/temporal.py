@@ -1,0 +1,156 @@
+"""The NGSI-LD temporal API at /ngsi-ld/v1/temporal: the history of entities, as instances, as
+value/time pairs, or aggregated per period in the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..hub.errors import BadRequestData, InvalidRequest, ResourceNotFound
+from ..hub.query import Selector
+from ..hub.render import Renderer
+from ..hub.temporal import TemporalQuery, parse_temporal_query
+from ..hub.temporal_render import TemporalRenderer
+from .http import JSON, JSON_LD
+from .ngsi_ld import BASE, Negotiated, NgsiLdApi, check_params
+
+_TEMPORAL_OPTIONS = {"temporalValues", "aggregatedValues", "sysAttrs", "normalized", "simplified", "keyValues", "concise"}
+_TEMPORAL_PARAMS = {
+    "attrs", "options", "format", "lang", "timerel", "timeAt", "endTimeAt", "timeproperty", "lastN",
+    "aggrMethods", "aggrPeriodDuration", "local", "pick", "omit", "datasetId",
+}  # fmt: skip
+_TEMPORAL_QUERY_PARAMS = _TEMPORAL_PARAMS | {"id", "type", "idPattern", "q", "georel", "geometry", "coordinates", "geoproperty",
+                                             "limit", "offset", "count", "scopeQ"}  # fmt: skip
+
+
+class TemporalApi:
+    def __init__(self, ngsi: NgsiLdApi):
+        self.ngsi = ngsi
+        self.hub = ngsi.hub
+
+    def _mode(self, request: Request) -> tuple[str, set[str]]:
+        params = request.query_params
+        options = {o.strip() for o in params.get("options", "").split(",") if o.strip()}
+        unknown = options - _TEMPORAL_OPTIONS
+        if unknown:
+            raise InvalidRequest(f"unknown options: {', '.join(sorted(unknown))}")
+        fmt = params.get("format")
+        modes = {o for o in options if o in ("temporalValues", "aggregatedValues")}
+        if fmt is not None:
+            if fmt not in ("temporalValues", "aggregatedValues", "normalized", "simplified", "keyValues"):
+                raise InvalidRequest(f"format must be normalized, temporalValues or aggregatedValues, got {fmt!r}")
+            modes = {"temporalValues" if fmt in ("simplified", "keyValues") else fmt}
+        if len(modes) > 1:
+            raise BadRequestData("ask for either temporalValues or aggregatedValues, not both")
+        return next(iter(modes), "normalized"), options
+
+    def _query(self, request: Request, negotiated: Negotiated, mode: str, *, required: bool) -> TemporalQuery:
+        params = request.query_params
+        query = parse_temporal_query(
+            timerel=params.get("timerel"),
+            time_at=params.get("timeAt"),
+            end_time_at=params.get("endTimeAt"),
+            timeproperty=params.get("timeproperty"),
+            last_n=params.get("lastN"),
+            aggr_methods=params.get("aggrMethods"),
+            aggr_period=params.get("aggrPeriodDuration"),
+            aggregated=mode == "aggregatedValues",
+            required=required,
+        )
+        query.attrs = self.ngsi.attrs_param(params.get("attrs"), negotiated.terms)
+        return query
+
+    def _renderer(self, negotiated: Negotiated, mode: str, options: set[str], query: TemporalQuery) -> TemporalRenderer:
+        return TemporalRenderer(
+            Renderer(negotiated.terms, sys_attrs="sysAttrs" in options), mode=mode, timeproperty=query.timeproperty
+        )
+
+    async def retrieve(self, request: Request) -> Response:
+        """GET /temporal/entities/{id}."""
+        check_params(request, _TEMPORAL_PARAMS)
+        negotiated = await self.ngsi.negotiate(request, allowed=(JSON, JSON_LD))
+        mode, options = self._mode(request)
+        query = self._query(request, negotiated, mode, required=False)
+        entity_id = self.ngsi.entity_id_of(request)
+        history = await self.hub.store.temporal_entity(negotiated.tenant, entity_id, query)
+        if history is None:
+            raise ResourceNotFound(f"entity {entity_id} has no history", instance=entity_id)
+        body = self._renderer(negotiated, mode, options, query).entity(history)
+        return self.ngsi.respond(negotiated, body)
+
+    async def query(self, request: Request) -> Response:
+        """GET /temporal/entities: histories of the entities that type, id and idPattern select."""
+        check_params(request, _TEMPORAL_QUERY_PARAMS)
+        negotiated = await self.ngsi.negotiate(request, allowed=(JSON, JSON_LD))
+        params = request.query_params
+        mode, options = self._mode(request)
+        query = self._query(request, negotiated, mode, required=True)
+        selector = self.ngsi.selector(params.get("id"), params.get("type"), params.get("idPattern"), negotiated.terms)
+        if selector is None and query.attrs is None:
+            raise BadRequestData("a temporal query needs type, id, idPattern or attrs")
+        return await self._answer(request, negotiated, (selector,) if selector else None, query, mode, options)
+
+    async def query_post(self, request: Request) -> Response:
+        """POST /temporal/entityOperations/query: the query in the body (entities, attrs, temporalQ)."""
+        check_params(request, {"limit", "offset", "count", "options", "format", "lang", "local"})
+        body, media = await self.ngsi.read_payload(request)
+        terms, context = await self.ngsi.payload_terms(request, body, media)
+        if not isinstance(body, dict) or body.get("type") != "Query":
+            raise BadRequestData('the query must be a JSON object with "type": "Query"')
+        negotiated = Negotiated(self.ngsi.tenant_of(request), terms, context, JSON if media == JSON else JSON_LD)
+        mode, options = self._mode(request)
+        temporal = body.get("temporalQ") or {}
+        if not isinstance(temporal, dict):
+            raise BadRequestData("temporalQ must be an object")
+        query = parse_temporal_query(
+            timerel=temporal.get("timerel"),
+            time_at=temporal.get("timeAt"),
+            end_time_at=temporal.get("endTimeAt"),
+            timeproperty=temporal.get("timeproperty"),
+            last_n=temporal.get("lastN"),
+            aggr_methods=body.get("aggrMethods") or temporal.get("aggrMethods"),
+            aggr_period=body.get("aggrPeriodDuration") or temporal.get("aggrPeriodDuration"),
+            aggregated=mode == "aggregatedValues",
+            required=True,
+        )
+        if body.get("attrs") is not None:
+            if not isinstance(body["attrs"], list):
+                raise BadRequestData("attrs must be an array of attribute names")
+            query.attrs = self.ngsi.attrs_param(",".join(map(str, body["attrs"])), terms)
+        selectors: list[Selector] = []
+        for item in body.get("entities") or []:
+            if not isinstance(item, dict):
+                raise BadRequestData("each entity selector must be an object")
+            selector = self.ngsi.selector(item.get("id"), item.get("type"), item.get("idPattern"), terms)
+            if selector is not None:
+                selectors.append(selector)
+        return await self._answer(request, negotiated, tuple(selectors) or None, query, mode, options)
+
+    async def _answer(
+        self, request: Request, negotiated: Negotiated, selectors: tuple[Selector, ...] | None, query: TemporalQuery, mode: str, options: set[str]
+    ) -> Response:
+        params = request.query_params
+        limit = self.ngsi.settings.default_page_size if params.get("limit") is None else int(params["limit"]) if params["limit"].isdigit() else -1
+        offset = int(params.get("offset", "0")) if params.get("offset", "0").isdigit() else -1
+        if limit < 0 or offset < 0:
+            raise BadRequestData("limit and offset must be non-negative integers")
+        count = params.get("count") == "true"
+        histories, total = await self.hub.store.temporal_query(negotiated.tenant, selectors, query, limit, offset, count)
+        renderer = self._renderer(negotiated, mode, options, query)
+        headers: dict[str, str] = {}
+        if total is not None:
+            headers["NGSILD-Results-Count"] = str(total)
+        body: Any = [renderer.entity(history) for history in histories]
+        return self.ngsi.respond(negotiated, body, headers=headers)
+
+    def routes(self) -> list[Route]:
+        base = BASE + "/temporal"
+        return [
+            Route(base + "/entities", self.query, methods=["GET"]),
+            Route(base + "/entities/", self.query, methods=["GET"]),
+            Route(base + "/entities/{entity_id:maybe}", self.retrieve, methods=["GET"]),
+            Route(base + "/entityOperations/query", self.query_post, methods=["POST"]),
+        ]

@@ -1,0 +1,167 @@
+"""Temporal evolution of entities: which instances a change adds to history, and what a temporal
+query asks (ETSI GS CIM 009 clause 4.11 and 5.7.3/5.7.4)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .changes import Change
+from .entity import Instance
+from .errors import BadRequestData
+from .timestamps import parse_datetime
+
+TIMERELS = ("before", "after", "between")
+TIME_PROPERTIES = ("observedAt", "createdAt", "modifiedAt")
+AGGREGATION_METHODS = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
+INSTANCE_ID_PREFIX = "urn:ngsi-ld:attribute:instance:"
+_DURATION = re.compile(
+    r"P(?:(?P<years>\d+(?:\.\d+)?)Y)?(?:(?P<months>\d+(?:\.\d+)?)M)?(?:(?P<weeks>\d+(?:\.\d+)?)W)?(?:(?P<days>\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?"
+)
+_SECONDS = {"years": 365 * 86400, "months": 30 * 86400, "weeks": 7 * 86400, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+
+
+def changed_instances(change: Change) -> Iterator[tuple[str, Instance]]:
+    """(attribute IRI, instance) for every attribute instance the change created or modified."""
+    after = change.after
+    if after is None:
+        return
+    before_attrs = change.before["attrs"] if change.before is not None else {}
+    for name, instances in after["attrs"].items():
+        previous = before_attrs.get(name)
+        for instance in instances:
+            if previous is not None and instance in previous:
+                continue
+            yield name, instance
+
+
+def parse_duration(text: str) -> float:
+    """An ISO 8601 duration in seconds (a month counts 30 days, a year 365); ``PT0S`` is 0."""
+    match = _DURATION.fullmatch(text.strip()) if text else None
+    if match is None or text.strip() in ("P", "PT") or text.strip().endswith("T"):
+        raise BadRequestData(f"{text!r} is not an ISO 8601 duration such as PT1H, P1D or PT0S")
+    return sum(float(value) * _SECONDS[unit] for unit, value in match.groupdict().items() if value)
+
+
+@dataclass
+class TemporalEntity:
+    """An entity's history as a temporal query selected it."""
+
+    id: str
+    types: list[str]
+    attrs: dict[str, list[Instance]] = field(default_factory=dict)  # attribute IRI -> instances, oldest first
+    aggregated: dict[str, dict[str, list[list[Any]]]] | None = None  # attribute IRI -> method -> buckets
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    methods: tuple[str, ...]
+    period: float  # seconds; 0 = the whole range in one bucket
+
+
+@dataclass
+class TemporalQuery:
+    """What part of the history to return, and how."""
+
+    timerel: str | None = None
+    time_at: datetime | None = None
+    end_time_at: datetime | None = None
+    timeproperty: str = "observedAt"
+    last_n: int | None = None
+    attrs: tuple[str, ...] | None = None  # attribute IRIs
+    aggregation: Aggregation | None = None
+    max_instances: int = 10_000
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def start(self) -> float | None:
+        if self.timerel == "after" or self.timerel == "between":
+            return self.time_at.timestamp() if self.time_at else None
+        return None
+
+    @property
+    def end(self) -> float | None:
+        if self.timerel == "before":
+            return self.time_at.timestamp() if self.time_at else None
+        if self.timerel == "between":
+            return self.end_time_at.timestamp() if self.end_time_at else None
+        return None
+
+
+def parse_temporal_query(
+    *,
+    timerel: str | None,
+    time_at: str | None,
+    end_time_at: str | None,
+    timeproperty: str | None,
+    last_n: str | int | None,
+    aggr_methods: str | list[str] | None = None,
+    aggr_period: str | None = None,
+    aggregated: bool = False,
+    required: bool = False,
+) -> TemporalQuery:
+    query = TemporalQuery()
+    if timerel is None:
+        if required:
+            raise BadRequestData("a temporal query needs timerel and timeAt (or lastN)")
+        if time_at is not None or end_time_at is not None:
+            raise BadRequestData("timeAt and endTimeAt need a timerel")
+    else:
+        if timerel not in TIMERELS:
+            raise BadRequestData(f"timerel must be before, after or between, got {timerel!r}")
+        if time_at is None:
+            raise BadRequestData(f"timerel={timerel} needs timeAt")
+        query.timerel = timerel
+        query.time_at = _datetime(time_at, "timeAt")
+        if timerel == "between":
+            if end_time_at is None:
+                raise BadRequestData("timerel=between needs endTimeAt")
+            query.end_time_at = _datetime(end_time_at, "endTimeAt")
+            if query.end_time_at < query.time_at:
+                raise BadRequestData("endTimeAt is before timeAt")
+        elif end_time_at is not None:
+            raise BadRequestData("endTimeAt is only used with timerel=between")
+    if timeproperty is not None:
+        if timeproperty not in TIME_PROPERTIES:
+            raise BadRequestData(f"timeproperty must be one of {', '.join(TIME_PROPERTIES)}, got {timeproperty!r}")
+        query.timeproperty = timeproperty
+    if last_n is not None:
+        try:
+            query.last_n = int(last_n)
+        except (TypeError, ValueError):
+            raise BadRequestData(f"lastN must be a positive integer, got {last_n!r}") from None
+        if query.last_n < 1:
+            raise BadRequestData(f"lastN must be a positive integer, got {last_n!r}")
+    if aggregated:
+        if isinstance(aggr_methods, str):
+            aggr_methods = [m.strip() for m in aggr_methods.split(",") if m.strip()]
+        if not aggr_methods:
+            raise BadRequestData(f"aggregatedValues needs aggrMethods (some of {', '.join(AGGREGATION_METHODS)})")
+        unknown = [m for m in aggr_methods if m not in AGGREGATION_METHODS]
+        if unknown:
+            raise BadRequestData(f"unknown aggrMethods {', '.join(unknown)}; use {', '.join(AGGREGATION_METHODS)}")
+        period = parse_duration(aggr_period) if aggr_period else 0.0
+        query.aggregation = Aggregation(tuple(dict.fromkeys(aggr_methods)), period)
+    return query
+
+
+def _datetime(text: str, name: str) -> datetime:
+    try:
+        return parse_datetime(text)
+    except ValueError:
+        raise BadRequestData(f"{name} must be an ISO 8601 DateTime, got {text!r}") from None
+
+
+def instance_id(number: int) -> str:
+    return f"{INSTANCE_ID_PREFIX}{number}"
+
+
+def instance_number(text: str) -> int:
+    if not text.startswith(INSTANCE_ID_PREFIX) or not text[len(INSTANCE_ID_PREFIX) :].isdigit():
+        raise BadRequestData(f"{text!r} is not an attribute instance id of this hub")
+    return int(text[len(INSTANCE_ID_PREFIX) :])
