@@ -94,6 +94,14 @@ class Settings:
     )
     max_tenants: int = _setting(100, "CITYOPS_MAX_TENANTS", "Most tenants (NGSILD-Tenant values) served at once; each has its own database file.", int)
     sqlite_cache_mb: int = _setting(64, "CITYOPS_SQLITE_CACHE_MB", "SQLite page cache of the writer connection per tenant database, in MiB; each reader connection gets a quarter.", int)
+    notify_timeout: float = _setting(
+        10.0, "CITYOPS_NOTIFY_TIMEOUT", "Seconds a notification receiver (HTTP or MQTT broker) has to accept one notification.", float
+    )
+    notify_backoff_max: float = _setting(
+        60.0, "CITYOPS_NOTIFY_BACKOFF_MAX",
+        "Longest wait, in seconds, between retries of a notification that could not be delivered (waits double from 1 s). "
+        "Undelivered notifications are kept and retried until delivered or their subscription is deleted.", float,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.preload_contexts is None:
@@ -108,6 +116,8 @@ class Settings:
             raise SettingsError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
         if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise SettingsError(f"sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA, got {self.sqlite_synchronous!r}")
+        if self.notify_timeout <= 0 or self.notify_backoff_max < 1:
+            raise SettingsError("notify_timeout must be > 0 and notify_backoff_max >= 1 second")
         if self.default_page_size < 1 or self.max_page_size < self.default_page_size:
             raise SettingsError("default_page_size must be >= 1 and <= max_page_size")
         for url, path in self.preload_contexts.items():

@@ -17,10 +17,14 @@ from ..bus.bus import InProcessBus
 from ..hub.context import ContextResolver, make_http_fetcher
 from ..hub.errors import InternalError, MethodNotAllowed, NgsiError, ResourceNotFound
 from ..hub.hub import Hub
+from ..notify.notifier import Notifier
+from ..notify.registry import SubscriptionRegistry
+from ..notify.subscriptions import Subscriptions
 from ..settings import Settings
 from ..store.sqlite import SQLiteStore
 from .http import json_response, problem_response
 from .ngsi_ld import NgsiLdApi
+from .subscriptions import SubscriptionApi
 from .temporal import TemporalApi
 
 log = logging.getLogger("cityops.api")
@@ -43,13 +47,20 @@ class CityOps:
         self.resolver = ContextResolver(
             preloaded=settings.preload_contexts, fetcher=self.fetcher, cache_size=settings.context_cache_size
         )
+        self.registry = SubscriptionRegistry()
+        self.store.add_write_hook(self.registry.owed)
+        self.subscriptions = Subscriptions(self.store, self.resolver)
+        self.notifier = Notifier(self.store, self.registry, settings)
+        self.bus.subscribe("notifier", self.notifier.on_changes)
 
     async def start(self) -> None:
         await self.store.open()
         await self.bus.start()
+        await self.notifier.start()
 
     async def stop(self) -> None:
         await self.bus.stop()
+        await self.notifier.stop()
         await self.store.close()
         await self.fetcher.close()
 
@@ -88,6 +99,7 @@ def create_app(settings: Settings | None = None, cityops: CityOps | None = None)
     cityops = cityops or CityOps(settings)
     api = NgsiLdApi(cityops.hub, cityops.resolver, settings)
     temporal = TemporalApi(api)
+    subscriptions = SubscriptionApi(api, cityops.subscriptions)
 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -103,7 +115,7 @@ def create_app(settings: Settings | None = None, cityops: CityOps | None = None)
             log.info("CityOps hub stopped; all accepted changes are on disk")
 
     app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]), *api.routes(), *temporal.routes()],
+        routes=[Route("/health", health, methods=["GET"]), *api.routes(), *temporal.routes(), *subscriptions.routes()],
         exception_handlers={NgsiError: ngsi_error, HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,
     )

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..hub.context import CORE_CONTEXT_URL, ContextResolver, TermMap
+from ..hub.context import CORE_CONTEXT_URL, LINK_REL, ContextResolver, TermMap, link_header
 from ..hub.entity import (
     MEMBER_NAMES,
     AttributeParser,
@@ -49,7 +49,6 @@ from ..store.contract import DEFAULT_TENANT
 from .http import GEO_JSON, JSON, JSON_LD, MERGE_PATCH, json_response, media_type_of, parse_bool, parse_int, parse_json, read_body
 
 BASE = "/ngsi-ld/v1"
-LINK_REL = "http://www.w3.org/ns/json-ld#context"
 _LINK_RE = re.compile(r"<([^>]*)>\s*(;[^,]*)?")
 _ACCEPTABLE = (JSON, JSON_LD, GEO_JSON)
 _FORMAT_OPTIONS = {"keyValues", "simplified", "concise", "normalized"}
@@ -91,7 +90,7 @@ class Negotiated:
 
     def link_header(self) -> dict[str, str]:
         url = self.context if isinstance(self.context, str) else CORE_CONTEXT_URL
-        return {"Link": f'<{url}>; rel="{LINK_REL}"; type="application/ld+json"'}
+        return {"Link": link_header(url)}
 
     def context_member(self) -> Any:
         return self.context if self.context is not None else CORE_CONTEXT_URL

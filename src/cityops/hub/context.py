@@ -26,6 +26,12 @@ from .errors import BadRequestData, InvalidRequest, LdContextNotAvailable
 NGSI_LD = "https://uri.etsi.org/ngsi-ld/"
 DEFAULT_VOCAB = NGSI_LD + "default-context/"
 CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+LINK_REL = "http://www.w3.org/ns/json-ld#context"
+
+
+def link_header(url: str) -> str:
+    """The value of a ``Link`` header pointing at the @context ``url``."""
+    return f'<{url}>; rel="{LINK_REL}"; type="application/ld+json"'
 _CORE_URL_RE = re.compile(r"^https?://uri\.etsi\.org/ngsi-ld/v1/ngsi-ld-core-context(-v1\.\d+)?\.jsonld$")
 _MAX_CONTEXT_DEPTH = 8
 
@@ -62,6 +68,14 @@ class TermMap:
         self._reverse = reverse
         self._expand_cache: dict[str, str] = {}
         self._compact_cache: dict[str, str] = {}
+
+    def to_document(self) -> dict[str, Any]:
+        """The term map as plain JSON, so another process can use it without resolving the @context again."""
+        return {"terms": self.terms, "vocab": self.vocab, "prefixes": self.prefixes, "reverse": self._reverse}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> TermMap:
+        return cls(document["terms"], document["vocab"], document["prefixes"], document["reverse"])
 
     def expand(self, term: str) -> str:
         """The IRI a short name, compact IRI or IRI stands for."""

@@ -9,8 +9,9 @@ atomically.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..hub.changes import Change, UnitOfWork
 from ..hub.entity import Entity
@@ -42,6 +43,28 @@ class AttributeSummary:
     kinds: set[str] = field(default_factory=set)
 
 
+@dataclass
+class SubscriptionRecord:
+    """A subscription as kept: what the subscriber sent, the @context it came with and that
+    context resolved (``TermMap.to_document``), so any process can use it without fetching."""
+
+    id: str
+    payload: dict[str, Any] | None  # None: the subscription was deleted
+    context: Any
+    terms: dict[str, Any] | None
+    created: float = 0.0
+    modified: float = 0.0
+    status: dict[str, Any] = field(default_factory=dict)  # delivery status: timesSent, lastSuccess, ...
+
+
+# Given the last subscription version a caller knows, the current version and every subscription
+# changed (or deleted) since.
+SubscriptionChanges = Callable[[int], tuple[int, list[SubscriptionRecord]]]
+# Called inside the transaction of each unit of work with its changes; returns the notifications
+# owed, (subscription id, body), which are committed with the changes.
+WriteHook = Callable[[str, list[Change], SubscriptionChanges], list[tuple[str, bytes]]]
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
 
@@ -70,3 +93,29 @@ class Store(Protocol):
         self, tenant: str, selectors: tuple[Selector, ...] | None, query: TemporalQuery, limit: int, offset: int, count: bool
     ) -> tuple[list[TemporalEntity], int | None]:
         """Histories of the entities ``selectors`` pick (by id, id pattern and type), a page of them."""
+
+    # -- subscriptions and the notifications they are owed -------------------------------------
+    def add_write_hook(self, hook: WriteHook) -> None: ...
+
+    async def tenants(self) -> list[str]: ...
+
+    async def save_subscription(self, tenant: str, record: SubscriptionRecord, *, new: bool) -> None:
+        """Create (``new``: AlreadyExists if it exists) or replace (ResourceNotFound if it does not)."""
+
+    async def delete_subscription(self, tenant: str, subscription_id: str) -> None:
+        """Delete it and every notification it is still owed; ResourceNotFound if there is none."""
+
+    async def subscription(self, tenant: str, subscription_id: str) -> SubscriptionRecord | None: ...
+
+    async def list_subscriptions(self, tenant: str, limit: int, offset: int) -> tuple[list[SubscriptionRecord], int]: ...
+
+    async def subscription_changes(self, tenant: str, since: int) -> tuple[int, list[SubscriptionRecord]]: ...
+
+    async def pending_notifications(self, tenant: str, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """(sequence, subscription id, body) of notifications owed after sequence ``after``, oldest first."""
+
+    async def notifications(self, tenant: str, subscription_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """One subscription's owed notifications after sequence ``after``, oldest first."""
+
+    async def notifications_done(self, tenant: str, seqs: list[int], statuses: dict[str, dict[str, Any]]) -> None:
+        """Forget delivered notifications and record subscriptions' delivery status, in one transaction."""

@@ -13,6 +13,7 @@ import logging
 import queue
 import re
 import shutil
+import sqlite3
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +24,8 @@ from ..hub.entity import Entity
 from ..hub.errors import BadRequestData, NonexistentTenant, ServiceUnavailable
 from ..hub.query import EntityQuery, Selector
 from ..hub.temporal import TemporalEntity, TemporalQuery
-from .contract import DEFAULT_TENANT, AttributeSummary, QueryResult, TypeSummary
+from . import sqlite_subscriptions as subscription_sql
+from .contract import DEFAULT_TENANT, AttributeSummary, QueryResult, SubscriptionRecord, TypeSummary, WriteHook
 from .sqlite_query import Reader
 from .sqlite_schema import connect
 from .sqlite_writer import Writer
@@ -86,6 +88,7 @@ class SQLiteStore:
         self.cache_mb = cache_mb
         self._tenants: dict[str, TenantDatabase] = {}
         self._scratch: str | None = None
+        self._hooks: list[WriteHook] = []
 
     def _base(self) -> str:
         if self.path != ":memory:":
@@ -132,10 +135,60 @@ class SQLiteStore:
                 f"this hub serves at most {self.max_tenants} tenants at once (CITYOPS_MAX_TENANTS); tenant {tenant!r} is refused"
             )
         db = TenantDatabase(str(path), tenant, synchronous=self.synchronous, cache_mb=self.cache_mb)
+        db.writer.hooks.extend(self._hooks)
         self._tenants[tenant] = db
         if tenant:
             log.info("store: opened tenant %s (%s)", tenant, path)
         return db
+
+    def add_write_hook(self, hook: WriteHook) -> None:
+        self._hooks.append(hook)
+        for db in self._tenants.values():
+            db.writer.hooks.append(hook)
+
+    async def tenants(self) -> list[str]:
+        """Every tenant with a database (opened or on disk)."""
+        found = set(self._tenants)
+        folder = Path(self._base() + ".tenants")
+        if folder.is_dir():
+            found |= {p.stem for p in folder.glob("*.db")}
+        return sorted(found)
+
+    # -- subscriptions and the notification outbox ----------------------------------------------
+    async def save_subscription(self, tenant: str, record: SubscriptionRecord, *, new: bool) -> None:
+        await self._database(tenant, create=True).writer.call(tenant, lambda c: subscription_sql.save(c, record, new=new))
+
+    async def delete_subscription(self, tenant: str, subscription_id: str) -> None:
+        await self._database(tenant, create=True).writer.call(tenant, lambda c: subscription_sql.delete(c, subscription_id))
+
+    def _reader_of(self, tenant: str) -> sqlite3.Connection | None:
+        try:
+            return self._database(tenant, create=False).reader.connection
+        except NonexistentTenant:
+            return None
+
+    async def subscription(self, tenant: str, subscription_id: str) -> SubscriptionRecord | None:
+        connection = self._reader_of(tenant)
+        return subscription_sql.get(connection, subscription_id) if connection else None
+
+    async def list_subscriptions(self, tenant: str, limit: int, offset: int) -> tuple[list[SubscriptionRecord], int]:
+        connection = self._reader_of(tenant)
+        return subscription_sql.page(connection, limit, offset) if connection else ([], 0)
+
+    async def subscription_changes(self, tenant: str, since: int) -> tuple[int, list[SubscriptionRecord]]:
+        connection = self._reader_of(tenant)
+        return subscription_sql.changes_since(connection, since) if connection else (since, [])
+
+    async def pending_notifications(self, tenant: str, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+        connection = self._reader_of(tenant)
+        return subscription_sql.pending(connection, after, limit) if connection else []
+
+    async def notifications(self, tenant: str, subscription_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        connection = self._reader_of(tenant)
+        return subscription_sql.notifications(connection, subscription_id, after, limit) if connection else []
+
+    async def notifications_done(self, tenant: str, seqs: list[int], statuses: dict[str, dict[str, Any]]) -> None:
+        await self._database(tenant, create=True).writer.call(tenant, lambda c: subscription_sql.done(c, seqs, statuses))
 
     async def tenant_exists(self, tenant: str) -> bool:
         try:

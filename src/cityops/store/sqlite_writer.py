@@ -20,9 +20,9 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -31,8 +31,11 @@ from ..hub.entity import Entity, Instance
 from ..hub.errors import ServiceUnavailable
 from ..hub.geo import bounds_of
 from ..hub.temporal import changed_instances
+from . import sqlite_subscriptions as subscription_sql
+from .contract import SubscriptionRecord, WriteHook
 from .sqlite_schema import IriCache, attribute_rows, history_row, load_kinds
 
+T = TypeVar("T")
 log = logging.getLogger("cityops.store")
 
 MAX_GROUP = 256  # units of work committed together at most
@@ -49,6 +52,7 @@ class PendingWrites:
         self.next_gid = next_gid
         self.next_tid = next_tid
         self.history: list[tuple[Any, ...]] = []
+        self.outbox: list[tuple[str, bytes]] = []
         self.temporal_entities: dict[int, tuple[int, str, bytes]] = {}
         self.new_ids: dict[str, int] = {}
         self.deleted_ids: set[str] = set()
@@ -69,17 +73,18 @@ class PendingWrites:
         return not (
             self.entity_rows or self.doc_updates or self.entity_deletes or self.type_rows or self.type_deletes
             or self.attr_rows or self.value_deletes or self.point_deletes or self.shape_deletes or self.new_kinds
-            or self.history or self.temporal_entities
+            or self.history or self.temporal_entities or self.outbox
         )
 
 
 @dataclass
 class _Job:
     entity_ids: list[str]
-    work: UnitOfWork[Any]
+    work: UnitOfWork[Any] | None  # None: a plain call (subscriptions, outbox bookkeeping)
     tenant: str
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[tuple[Any, list[Change]]]
+    future: asyncio.Future[Any]
+    call: Callable[[sqlite3.Connection], Any] | None = None
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         def settle_on_loop() -> None:
@@ -109,6 +114,7 @@ class Writer:
         self.iris = IriCache(connection)
         self.kinds = load_kinds(connection)
         self.tids: dict[str, int] = {}  # entity id -> temporal id, for entities known to have history
+        self.hooks: list[WriteHook] = []
         self.pending: PendingWrites | None = None
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"cityops-writer-{name}", daemon=True)
@@ -121,10 +127,25 @@ class Writer:
         self._checkpointer.start()
 
     async def submit(self, tenant: str, entity_ids: list[str], work: UnitOfWork[Any]) -> tuple[Any, list[Change]]:
+        return await self._submit(_Job(entity_ids, work, tenant, *self._loop_future()))
+
+    async def call(self, tenant: str, call: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``call`` with the writer's connection inside a write transaction; if it raises, none of
+        its statements are kept and the exception propagates."""
+        result, _ = await self._submit(_Job([], None, tenant, *self._loop_future(), call=call))
+        return result
+
+    def _subscription_changes(self, since: int) -> tuple[int, list[SubscriptionRecord]]:
+        return subscription_sql.changes_since(self.connection, since)
+
+    @staticmethod
+    def _loop_future() -> tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]:
+        loop = asyncio.get_running_loop()
+        return loop, loop.create_future()
+
+    async def _submit(self, job: _Job) -> Any:
         if not self._thread.is_alive():
             raise ServiceUnavailable("the store's writer has stopped; see the log")
-        loop = asyncio.get_running_loop()
-        job = _Job(entity_ids, work, tenant, loop, loop.create_future())
         self._queue.put(job)
         return await job.future
 
@@ -204,14 +225,30 @@ class Writer:
             self.connection.execute("BEGIN IMMEDIATE")
             self.pending = None
             for job in group:
+                if job.call is not None:
+                    self.flush()
+                    self.connection.execute("SAVEPOINT call")
+                    try:
+                        result = job.call(self.connection)
+                    except BaseException as error:
+                        self.connection.execute("ROLLBACK TO call")
+                        self.connection.execute("RELEASE call")
+                        job.settle(error=error)
+                        continue
+                    self.connection.execute("RELEASE call")
+                    done.append((job, result, []))
+                    continue
+                assert job.work is not None
                 try:
                     current = self.get_many(job.entity_ids)
                     writes = WriteSet(job.tenant)
                     result = job.work(current, writes)
+                    owed = [row for hook in self.hooks for row in hook(job.tenant, writes.changes, self._subscription_changes)]
                 except BaseException as error:  # the unit refused (NgsiError) or failed: nothing of it was applied
                     job.settle(error=error)
                     continue
                 self.apply(writes.changes)
+                self._writes().outbox.extend(owed)
                 done.append((job, result, writes.changes))
             self.flush()
             self.connection.execute("COMMIT")
@@ -414,6 +451,8 @@ class Writer:
                 "INSERT INTO temporal_entities (tid, id, types) VALUES (?, ?, ?) ON CONFLICT (tid) DO UPDATE SET types = excluded.types",
                 writes.temporal_entities.values(),
             )
+        if writes.outbox:
+            c.executemany("INSERT INTO outbox (subscription, body) VALUES (?, ?)", writes.outbox)
         if writes.history:
             c.executemany(
                 "INSERT INTO history (tid, attr_id, observed, created, modified, dataset, num, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
