@@ -44,7 +44,7 @@ def test_timerel_and_last_n(history: Api) -> None:
     before = temporal(history, timerel="before", timeAt="2026-11-01T02:00:00Z", attrs="pm10")
     assert [i["value"] for i in before["pm10"]] == READINGS[:2]
     after = temporal(history, timerel="after", timeAt="2026-11-01T05:00:00Z", attrs="pm10")
-    assert [i["value"] for i in after["pm10"]] == READINGS[6:]
+    assert [i["value"] for i in after["pm10"]] == READINGS[5:]  # after includes timeAt; before and between's end do not
     last = temporal(history, lastN="3", attrs="pm10")
     assert [i["value"] for i in last["pm10"]] == READINGS[-3:]
 
@@ -78,9 +78,23 @@ def test_aggregated_values_match_a_plain_computation(history: Api) -> None:
     assert len(whole["avg"]) == 1 and math.isclose(whole["avg"][0][0], statistics.fmean(READINGS))
 
 
-def test_history_outlives_the_entity(history: Api) -> None:
+def test_history_outlives_the_entity_and_records_its_deletion(history: Api) -> None:
     assert history.delete(f"/entities/{SENSOR}").status_code == 204
-    assert [i["value"] for i in temporal(history, attrs="pm10")["pm10"]] == READINGS
+    instances = temporal(history, attrs="pm10")["pm10"]
+    assert [i["value"] for i in instances] == [*READINGS, "urn:ngsi-ld:null"]
+    assert "deletedAt" in instances[-1] and "deletedAt" not in instances[0]
+    deleted = temporal(history, timeproperty="deletedAt")
+    assert [(name, [i["value"] for i in deleted[name]]) for name in ("pm10", "status")] == [
+        ("pm10", ["urn:ngsi-ld:null"]),
+        ("status", ["urn:ngsi-ld:null"]),
+    ]
+
+
+def test_deleting_an_attribute_is_recorded_in_history(history: Api) -> None:
+    assert history.delete(f"/entities/{SENSOR}/attrs/status").status_code == 204
+    deleted = temporal(history, timeproperty="deletedAt", options="temporalValues")
+    assert set(deleted) == {"id", "type", "status"}
+    assert deleted["status"]["values"][0][0] == "urn:ngsi-ld:null"
 
 
 def test_temporal_query_by_type(history: Api) -> None:
@@ -92,7 +106,7 @@ def test_temporal_query_by_type(history: Api) -> None:
     )
     assert response.status_code == 200 and response.headers["NGSILD-Results-Count"] == "2"
     values = {e["id"]: [v for v, _ in e["pm10"]["values"]] for e in response.json()}
-    assert values == {SENSOR: READINGS[3:], "urn:ngsi-ld:Sensor:2": [7]}
+    assert values == {SENSOR: READINGS[2:], "urn:ngsi-ld:Sensor:2": [7]}  # after is inclusive
     posted = history.post(
         "/temporal/entityOperations/query",
         {"type": "Query", "entities": [{"type": "Sensor"}], "attrs": ["pm10"], "temporalQ": {"timerel": "before", "timeAt": "2026-11-01T01:30:00Z"}},

@@ -9,12 +9,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..hub.entity import AttributeParser, check_attribute_name, check_entity_id, parse_entity
 from ..hub.errors import BadRequestData, InvalidRequest, ResourceNotFound
 from ..hub.query import Selector
 from ..hub.render import Renderer
-from ..hub.temporal import TemporalQuery, parse_temporal_query
+from ..hub.temporal import TemporalQuery, instance_number, parse_temporal_query
 from ..hub.temporal_render import TemporalRenderer
-from .http import JSON, JSON_LD
+from ..hub.timestamps import now_iso
+from .http import JSON, JSON_LD, parse_bool
 from .ngsi_ld import BASE, Negotiated, NgsiLdApi, check_params
 
 _TEMPORAL_OPTIONS = {"temporalValues", "aggregatedValues", "sysAttrs", "normalized", "simplified", "keyValues", "concise"}
@@ -146,11 +148,105 @@ class TemporalApi:
         body: Any = [renderer.entity(history) for history in histories]
         return self.ngsi.respond(negotiated, body, headers=headers)
 
+    # -- provision -----------------------------------------------------------------------------------
+    async def create_or_update(self, request: Request) -> Response:
+        """POST /temporal/entities: record a temporal representation (201 new entity, 204 added to one)."""
+        check_params(request, {"local"})
+        body, media = await self.ngsi.read_payload(request)
+        terms, _ = await self.ngsi.payload_terms(request, body, media)
+        provided = parse_entity(body, terms, now=now_iso(), temporal=True)
+        if await self.hub.provide_history(self.ngsi.tenant_of(request), provided):
+            return Response(status_code=201, headers={"Location": f"{BASE}/temporal/entities/{provided['id']}"})
+        return Response(status_code=204)
+
+    async def append_attributes(self, request: Request) -> Response:
+        """POST /temporal/entities/{id}/attrs: add attribute instances to an entity's history."""
+        check_params(request, {"local"})
+        entity_id = self.ngsi.entity_id_of(request)
+        body, media = await self.ngsi.read_payload(request)
+        terms, _ = await self.ngsi.payload_terms(request, body, media)
+        if not isinstance(body, dict):
+            raise BadRequestData("the attributes must be a JSON object")
+        attrs = AttributeParser(terms, now=now_iso(), temporal=True).attributes(body)
+        await self.hub.provide_history(self.ngsi.tenant_of(request), {"id": entity_id, "type": [], "attrs": attrs}, existing_only=True)
+        return Response(status_code=204)
+
+    async def _attribute_of(self, request: Request) -> tuple[str, str, str]:
+        """(tenant, entity id, attribute IRI) of a .../{entity_id}/attrs/{attr} path."""
+        entity_id = self.ngsi.entity_id_of(request)
+        name = request.path_params["attr"]
+        if name in ("", ".", ".."):
+            raise BadRequestData(f"{name!r} is not an attribute name")
+        negotiated = await self.ngsi.negotiate(request)
+        return negotiated.tenant, entity_id, negotiated.terms.expand(check_attribute_name(name))
+
+    @staticmethod
+    def _instance_number(request: Request) -> int:
+        text = request.path_params["instance_id"]
+        if not text:
+            raise BadRequestData("the path has no instance id")
+        check_entity_id(text, "instance id")
+        try:
+            return instance_number(text)
+        except BadRequestData:
+            raise ResourceNotFound(f"no attribute instance {text}", instance=text) from None
+
+    async def modify_instance(self, request: Request) -> Response:
+        """PATCH /temporal/entities/{id}/attrs/{attr}/{instanceId}."""
+        check_params(request, {"local"})
+        body, media = await self.ngsi.read_payload(request, patch=True)
+        tenant, entity_id, attr = await self._attribute_of(request)
+        number = self._instance_number(request)
+        terms, _ = await self.ngsi.payload_terms(request, body, media)
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if k != "@context"}
+        now = now_iso()
+        instance = AttributeParser(terms, now=now).instance(attr, body, "instance")
+        await self.hub.store.modify_instance(tenant, entity_id, attr, number, instance, now)
+        return Response(status_code=204)
+
+    async def delete_instance(self, request: Request) -> Response:
+        """DELETE /temporal/entities/{id}/attrs/{attr}/{instanceId}."""
+        check_params(request, {"local"})
+        tenant, entity_id, attr = await self._attribute_of(request)
+        await self.hub.store.delete_instances(tenant, entity_id, attr, iid=self._instance_number(request))
+        return Response(status_code=204)
+
+    async def delete_attribute(self, request: Request) -> Response:
+        """DELETE /temporal/entities/{id}/attrs/{attr}[?datasetId=...|deleteAll=true]."""
+        check_params(request, {"local", "datasetId", "deleteAll"})
+        tenant, entity_id, attr = await self._attribute_of(request)
+        params = request.query_params
+        dataset = params.get("datasetId")
+        if dataset is not None:
+            check_entity_id(dataset, "datasetId")
+        every = parse_bool(params.get("deleteAll"), "deleteAll")
+        await self.hub.store.delete_instances(tenant, entity_id, attr, dataset=dataset, every=every)
+        return Response(status_code=204)
+
+    async def delete_entity(self, request: Request) -> Response:
+        """DELETE /temporal/entities/{id}: the entity's whole history (its current state stays)."""
+        check_params(request, {"local", "type"})
+        entity_id = self.ngsi.entity_id_of(request)
+        await self.hub.store.delete_history(self.ngsi.tenant_of(request), entity_id)
+        return Response(status_code=204)
+
     def routes(self) -> list[Route]:
         base = BASE + "/temporal"
+        one = base + "/entities/{entity_id:maybe}"
+        attr = one + "/attrs/{attr:maybe}"
         return [
             Route(base + "/entities", self.query, methods=["GET"]),
             Route(base + "/entities/", self.query, methods=["GET"]),
-            Route(base + "/entities/{entity_id:maybe}", self.retrieve, methods=["GET"]),
+            Route(base + "/entities", self.create_or_update, methods=["POST"]),
+            Route(base + "/entities/", self.create_or_update, methods=["POST"]),
+            Route(one, self.retrieve, methods=["GET"]),
+            Route(one, self.delete_entity, methods=["DELETE"]),
+            Route(one + "/attrs", self.append_attributes, methods=["POST"]),
+            Route(one + "/attrs/", self.append_attributes, methods=["POST"]),
+            Route(attr, self.delete_attribute, methods=["DELETE"]),
+            # an empty attribute or instance id is a method the path does not have (405), as ETSI checks
+            Route(one + "/attrs/{attr}/{instance_id}", self.modify_instance, methods=["PATCH"]),
+            Route(attr + "/{instance_id:maybe}", self.delete_instance, methods=["DELETE"]),
             Route(base + "/entityOperations/query", self.query_post, methods=["POST"]),
         ]

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .entity import Entity
+from .entity import Entity, Instance
 
 T = TypeVar("T")
 
@@ -20,6 +20,10 @@ class Change:
     before: Entity | None
     after: Entity | None
     at: str
+    # The attribute instances this change adds to history when they are not simply the instances it
+    # changed: the instances a temporal payload provides (they replace instances of the same
+    # attribute, dataset and observedAt).
+    history: tuple[tuple[str, Instance], ...] | None = None
 
     @property
     def kind(self) -> str:
@@ -42,6 +46,10 @@ class WriteSet:
 
     def replace(self, entity: Entity, previous: Entity) -> None:
         self.changes.append(Change(self.tenant, entity["id"], previous, entity, entity["modifiedAt"]))
+
+    def provide(self, entity: Entity, previous: Entity | None, history: tuple[tuple[str, Instance], ...]) -> None:
+        """A temporal provision: ``history`` goes into history; ``entity`` is the resulting state."""
+        self.changes.append(Change(self.tenant, entity["id"], previous, entity, entity["modifiedAt"], history))
 
     def delete(self, entity: Entity, at: str) -> None:
         self.changes.append(Change(self.tenant, entity["id"], entity, None, at))

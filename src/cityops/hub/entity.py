@@ -165,15 +165,18 @@ class AttributeParser:
     With ``now``, every instance (sub-attributes too) gets it as createdAt and modifiedAt.
     """
 
-    def __init__(self, terms: TermMap, *, allow_null: bool = False, now: str | None = None):
+    def __init__(self, terms: TermMap, *, allow_null: bool = False, now: str | None = None, temporal: bool = False):
         self.terms = terms
         self.allow_null = allow_null
         self.now = now
+        self.temporal = temporal  # a temporal payload: many instances of one dataset, at different times
 
     def attribute(self, iri: str, raw: Any, where: str) -> list[Instance]:
         """All instances of one attribute (a list of instances means a multi-attribute)."""
         if isinstance(raw, list) and raw and all(self._is_instance_object(item) for item in raw):
             instances = [self.instance(iri, item, where) for item in raw]
+            if self.temporal:
+                return instances
             seen: set[Any] = set()
             for instance in instances:
                 dataset = instance.get("datasetId")
@@ -338,8 +341,9 @@ class AttributeParser:
         return attrs
 
 
-def parse_entity(body: Any, terms: TermMap, *, now: str, id_required: bool = True) -> Entity:
-    """Validate an entity payload and return it in stored form with fresh system timestamps."""
+def parse_entity(body: Any, terms: TermMap, *, now: str, id_required: bool = True, temporal: bool = False) -> Entity:
+    """Validate an entity payload and return it in stored form with fresh system timestamps.
+    ``temporal``: a temporal representation, whose attributes list instances over time."""
     if not isinstance(body, dict):
         raise BadRequestData("an entity must be a JSON object")
     entity_id = body.get("id", body.get("@id"))
@@ -354,7 +358,7 @@ def parse_entity(body: Any, terms: TermMap, *, now: str, id_required: bool = Tru
     entity: Entity = {"id": entity_id, "type": parse_types(raw_type, terms), "createdAt": now, "modifiedAt": now}
     if "scope" in body:
         entity["scope"] = parse_scope(body["scope"])
-    entity["attrs"] = AttributeParser(terms, now=now).attributes(body)
+    entity["attrs"] = AttributeParser(terms, now=now, temporal=temporal).attributes(body)
     return entity
 
 

@@ -20,6 +20,7 @@ from .entity import Entity, Instance, find_instance
 from .errors import AlreadyExists, BadRequestData, NgsiError, ResourceNotFound
 from .merge import is_delete_marker, merge_attribute, replace_attribute
 from .query import EntityQuery
+from .temporal_provision import history_of, provided_state
 from .timestamps import now_iso
 
 log = logging.getLogger("cityops.hub")
@@ -118,6 +119,20 @@ class Hub:
             writes.insert(entity)
 
         await self._write(tenant, [entity["id"]], work)
+
+    async def provide_history(self, tenant: str, provided: Entity, *, existing_only: bool = False) -> bool:
+        """Record a temporal representation (its instances into history, its newest values into the
+        entity); whether the entity was created. ``existing_only``: append to an existing entity."""
+        entity_id = provided["id"]
+
+        def work(current: Current, writes: WriteSet) -> bool:
+            previous = current.get(entity_id)
+            if previous is None and existing_only:
+                raise ResourceNotFound(f"entity {entity_id} does not exist", instance=entity_id)
+            writes.provide(provided_state(previous, provided, now_iso()), previous, history_of(provided))
+            return previous is None
+
+        return await self._write(tenant, [entity_id], work)
 
     async def retrieve(self, tenant: str, entity_id: str) -> Entity:
         entity = await self.store.get(tenant, entity_id)

@@ -10,12 +10,12 @@ from datetime import datetime
 from typing import Any
 
 from .changes import Change
-from .entity import Instance
+from .entity import DATA_MEMBER, NULL, Instance
 from .errors import BadRequestData
 from .timestamps import parse_datetime
 
 TIMERELS = ("before", "after", "between")
-TIME_PROPERTIES = ("observedAt", "createdAt", "modifiedAt")
+TIME_PROPERTIES = ("observedAt", "createdAt", "modifiedAt", "deletedAt")
 AGGREGATION_METHODS = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
 INSTANCE_ID_PREFIX = "urn:ngsi-ld:attribute:instance:"
 _DURATION = re.compile(
@@ -37,6 +37,29 @@ def changed_instances(change: Change) -> Iterator[tuple[str, Instance]]:
             if previous is not None and instance in previous:
                 continue
             yield name, instance
+
+
+def deleted_instances(change: Change) -> Iterator[tuple[str, Instance]]:
+    """(attribute IRI, deletion instance) for every attribute instance the change removed: the
+    NGSI-LD null as its data, and ``deletedAt``."""
+    before = change.before
+    if before is None:
+        return
+    after_attrs = change.after["attrs"] if change.after is not None else {}
+    for name, instances in before["attrs"].items():
+        kept = {i.get("datasetId") for i in after_attrs.get(name, ())}
+        for instance in instances:
+            if instance.get("datasetId") not in kept:
+                yield name, deletion_instance(instance, change.at)
+
+
+def deletion_instance(instance: Instance, at: str) -> Instance:
+    kind = instance.get("type", "Property")
+    member = DATA_MEMBER.get(kind, "value")
+    deleted: Instance = {"type": kind, member: {"@none": NULL} if kind == "LanguageProperty" else NULL, "deletedAt": at}
+    if "datasetId" in instance:
+        deleted["datasetId"] = instance["datasetId"]
+    return deleted
 
 
 def parse_duration(text: str) -> float:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..hub.changes import Change, UnitOfWork
-from ..hub.entity import Entity
+from ..hub.entity import Entity, Instance
 from ..hub.query import EntityQuery, Selector
 from ..hub.temporal import TemporalEntity, TemporalQuery
 
@@ -93,6 +93,21 @@ class Store(Protocol):
         self, tenant: str, selectors: tuple[Selector, ...] | None, query: TemporalQuery, limit: int, offset: int, count: bool
     ) -> tuple[list[TemporalEntity], int | None]:
         """Histories of the entities ``selectors`` pick (by id, id pattern and type), a page of them."""
+
+    # -- editing history (no change event: these correct the record, not the entity) -------------
+    async def modify_instance(self, tenant: str, entity_id: str, attr: str, iid: int, instance: Instance, at: str) -> None:
+        """Replace one attribute instance of the history; ResourceNotFound if there is none."""
+
+    async def delete_instances(
+        self, tenant: str, entity_id: str, attr: str, *, iid: int | None = None, dataset: str | None = None, every: bool = False
+    ) -> None:
+        """Remove one instance (``iid``), all (``every``) or one dataset's (None: the default); ResourceNotFound if none."""
+
+    async def delete_history(self, tenant: str, entity_id: str) -> None: ...
+
+    async def prune_history(self, tenant: str, type_iri: str | None, before: float, keep_types: list[str]) -> int:
+        """Remove history observed before ``before`` of entities of ``type_iri`` (None: every type
+        but ``keep_types``); how many instances were removed."""
 
     # -- subscriptions and the notifications they are owed -------------------------------------
     def add_write_hook(self, hook: WriteHook) -> None: ...

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..hub.changes import Change, UnitOfWork
-from ..hub.entity import Entity
+from ..hub.entity import Entity, Instance
 from ..hub.errors import BadRequestData, NonexistentTenant, ServiceUnavailable
 from ..hub.query import EntityQuery, Selector
 from ..hub.temporal import TemporalEntity, TemporalQuery
+from . import sqlite_history_edit as history_edit
 from . import sqlite_subscriptions as subscription_sql
 from .contract import DEFAULT_TENANT, AttributeSummary, QueryResult, SubscriptionRecord, TypeSummary, WriteHook
 from .sqlite_query import Reader
@@ -153,6 +154,30 @@ class SQLiteStore:
         if folder.is_dir():
             found |= {p.stem for p in folder.glob("*.db")}
         return sorted(found)
+
+    # -- editing history ----------------------------------------------------------------------------
+    async def modify_instance(self, tenant: str, entity_id: str, attr: str, iid: int, instance: Instance, at: str) -> None:
+        db = self._database(tenant, create=False)
+        await db.writer.call(tenant, lambda c: history_edit.modify_instance(c, entity_id, attr, iid, instance, at))
+
+    async def delete_instances(
+        self, tenant: str, entity_id: str, attr: str, *, iid: int | None = None, dataset: str | None = None, every: bool = False
+    ) -> None:
+        db = self._database(tenant, create=False)
+        await db.writer.call(tenant, lambda c: history_edit.delete_instances(c, entity_id, attr, iid=iid, dataset=dataset, every=every))
+
+    async def delete_history(self, tenant: str, entity_id: str) -> None:
+        db = self._database(tenant, create=False)
+
+        def delete(connection: sqlite3.Connection) -> None:
+            history_edit.delete_history(connection, entity_id)
+            db.writer.tids.pop(entity_id, None)
+
+        await db.writer.call(tenant, delete)
+
+    async def prune_history(self, tenant: str, type_iri: str | None, before: float, keep_types: list[str]) -> int:
+        db = self._database(tenant, create=False)
+        return await db.writer.call(tenant, lambda c: history_edit.prune(c, type_iri, before, keep_types))
 
     # -- subscriptions and the notification outbox ----------------------------------------------
     async def save_subscription(self, tenant: str, record: SubscriptionRecord, *, new: bool) -> None:

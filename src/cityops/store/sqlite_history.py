@@ -13,7 +13,7 @@ from ..hub.temporal import TemporalQuery, instance_id
 from ..hub.timestamps import iso_from_epoch
 from .sqlite_schema import IriCache
 
-_TIME_COLUMN = {"observedAt": "observed", "createdAt": "created", "modifiedAt": "modified"}
+_TIME_COLUMN = {"observedAt": "observed", "createdAt": "created", "modifiedAt": "modified", "deletedAt": "deleted"}
 
 
 class HistoryReader:
@@ -40,6 +40,8 @@ class HistoryReader:
     def _filter(self, tid: int, query: TemporalQuery) -> tuple[str, list[Any]]:
         column = _TIME_COLUMN[query.timeproperty]
         where, params = ["tid = ?"], [tid]
+        if column == "deleted":
+            where.append("deleted IS NOT NULL")
         if query.attrs is not None:
             ids = [i for i in (self.iris.id(a, create=False) for a in query.attrs) if i is not None]
             where.append(f"attr_id IN ({','.join(map(str, ids)) or 'NULL'})")
@@ -48,7 +50,7 @@ class HistoryReader:
             where.append(f"{column} < ?")
             params.append(end)
         elif query.timerel == "after":
-            where.append(f"{column} > ?")
+            where.append(f"{column} >= ?")
             params.append(start)
         elif query.timerel == "between":
             where.append(f"{column} >= ? AND {column} < ?")

@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS temporal_entities (
     tid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, types BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS history (
     iid INTEGER PRIMARY KEY, tid INTEGER NOT NULL, attr_id INTEGER NOT NULL,
-    observed REAL NOT NULL, created REAL NOT NULL, modified REAL NOT NULL, dataset TEXT, num REAL, doc BLOB NOT NULL);
+    observed REAL NOT NULL, created REAL NOT NULL, modified REAL NOT NULL, deleted REAL, dataset TEXT, num REAL, doc BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS history_entity ON history (tid, attr_id, observed);
 CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY, version INTEGER NOT NULL, payload BLOB, context BLOB, terms TEXT, created REAL NOT NULL,
@@ -135,8 +135,9 @@ def _add_scalars(rows: dict[tuple[int, int, Any, int], int], attr_id: int, rid: 
 
 def history_row(tid: int, attr_id: int, instance: Instance, at: str) -> tuple[Any, ...]:
     """A history row of one attribute instance written at ``at``: (tid, attr_id, observed, created,
-    modified, dataset, num, doc)."""
-    modified = epoch(instance.get("modifiedAt", at))
+    modified, deleted, dataset, num, doc). A deletion instance is placed in time at its deletion."""
+    deleted = instance.get("deletedAt")
+    modified = epoch(deleted or instance.get("modifiedAt", at))
     observed = instance.get("observedAt")
     value = instance.get("value")
     if type(value) is dict and "@value" in value:
@@ -146,8 +147,9 @@ def history_row(tid: int, attr_id: int, instance: Instance, at: str) -> tuple[An
         tid,
         attr_id,
         epoch(observed) if observed else modified,
-        epoch(instance.get("createdAt", at)),
+        epoch(instance.get("createdAt", deleted or at)),
         modified,
+        modified if deleted else None,
         instance.get("datasetId"),
         number,
         orjson.dumps(instance),

@@ -30,7 +30,7 @@ from ..hub.changes import Change, UnitOfWork, WriteSet
 from ..hub.entity import Entity, Instance
 from ..hub.errors import ServiceUnavailable
 from ..hub.geo import bounds_of
-from ..hub.temporal import changed_instances
+from ..hub.temporal import changed_instances, deleted_instances
 from . import sqlite_subscriptions as subscription_sql
 from .contract import SubscriptionRecord, WriteHook
 from .sqlite_schema import IriCache, attribute_rows, history_row, load_kinds
@@ -52,6 +52,7 @@ class PendingWrites:
         self.next_gid = next_gid
         self.next_tid = next_tid
         self.history: list[tuple[Any, ...]] = []
+        self.history_replaced: list[tuple[int, int, float, str | None]] = []  # (tid, attr_id, observed, dataset)
         self.outbox: list[tuple[str, bytes]] = []
         self.temporal_entities: dict[int, tuple[int, str, bytes]] = {}
         self.new_ids: dict[str, int] = {}
@@ -73,7 +74,7 @@ class PendingWrites:
         return not (
             self.entity_rows or self.doc_updates or self.entity_deletes or self.type_rows or self.type_deletes
             or self.attr_rows or self.value_deletes or self.point_deletes or self.shape_deletes or self.new_kinds
-            or self.history or self.temporal_entities or self.outbox
+            or self.history or self.history_replaced or self.temporal_entities or self.outbox
         )
 
 
@@ -312,7 +313,7 @@ class Writer:
         return self.pending
 
     def apply(self, changes: list[Change]) -> None:
-        self._resolve_tids([c.entity_id for c in changes if c.after is not None and c.entity_id not in self.tids])
+        self._resolve_tids([c.entity_id for c in changes if c.entity_id not in self.tids])
         for change in changes:
             if change.before is None:
                 assert change.after is not None
@@ -321,8 +322,7 @@ class Writer:
                 self._delete(change.before)
             else:
                 self._replace(change.after, change.before)
-            if change.after is not None:
-                self._record_history(change)
+            self._record_history(change)
 
     # -- history -----------------------------------------------------------------------------------
     def _resolve_tids(self, entity_ids: list[str]) -> None:
@@ -334,17 +334,27 @@ class Writer:
                 self.tids[entity_id] = tid
 
     def _record_history(self, change: Change) -> None:
-        after = change.after
-        assert after is not None
+        latest = change.after if change.after is not None else change.before
+        assert latest is not None
         writes = self._writes()
         tid = self.tids.get(change.entity_id)
         if tid is None:
+            if change.after is None and not change.before["attrs"]:  # type: ignore[index]
+                return  # deleting an entity that never had an attribute leaves nothing to record
             tid = writes.next_tid
             writes.next_tid += 1
             self.tids[change.entity_id] = tid
-        if change.before is None or change.before["type"] != after["type"] or tid in writes.temporal_entities:
-            writes.temporal_entities[tid] = (tid, change.entity_id, orjson.dumps(after["type"]))
-        for name, instance in changed_instances(change):
+        if change.before is None or change.before["type"] != latest["type"] or tid in writes.temporal_entities:
+            writes.temporal_entities[tid] = (tid, change.entity_id, orjson.dumps(latest["type"]))
+        if change.history is not None:
+            for name, instance in change.history:
+                row = history_row(tid, self._iri(name), instance, change.at)
+                writes.history_replaced.append((tid, row[1], row[2], row[6]))
+                writes.history.append(row)
+        else:
+            for name, instance in changed_instances(change):
+                writes.history.append(history_row(tid, self._iri(name), instance, change.at))
+        for name, instance in deleted_instances(change):
             writes.history.append(history_row(tid, self._iri(name), instance, change.at))
 
     def _iri(self, iri: str) -> int:
@@ -453,9 +463,11 @@ class Writer:
             )
         if writes.outbox:
             c.executemany("INSERT INTO outbox (subscription, body) VALUES (?, ?)", writes.outbox)
+        if writes.history_replaced:
+            c.executemany("DELETE FROM history WHERE tid = ? AND attr_id = ? AND observed = ? AND dataset IS ?", writes.history_replaced)
         if writes.history:
             c.executemany(
-                "INSERT INTO history (tid, attr_id, observed, created, modified, dataset, num, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO history (tid, attr_id, observed, created, modified, deleted, dataset, num, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 writes.history,
             )
         if writes.doc_updates:

@@ -1,0 +1,52 @@
+"""Providing history directly (POST /temporal/entities, POST /temporal/entities/{id}/attrs): the
+instances given go into history as they are, and the entity's current state takes, per attribute
+and dataset, the most recent of them when it is newer than what the entity holds."""
+
+from __future__ import annotations
+
+import copy
+
+from .entity import Entity, Instance, find_instance, stamp_replacing
+from .timestamps import parse_datetime
+
+
+def _time_of(instance: Instance) -> float | None:
+    observed = instance.get("observedAt")
+    return parse_datetime(observed).timestamp() if observed else None
+
+
+def _newest(instances: list[Instance]) -> dict[str | None, Instance]:
+    """Per datasetId, the instance with the latest observedAt (the last one given when none has one)."""
+    newest: dict[str | None, Instance] = {}
+    for instance in instances:
+        dataset = instance.get("datasetId")
+        held = newest.get(dataset)
+        if held is None or (_time_of(instance) or float("inf")) >= (_time_of(held) or float("-inf")):
+            newest[dataset] = instance
+    return newest
+
+
+def provided_state(previous: Entity | None, provided: Entity, now: str) -> Entity:
+    """The entity's state once ``provided`` (a temporal representation) has been recorded."""
+    if previous is None:
+        state: Entity = {"id": provided["id"], "type": list(provided["type"]), "createdAt": now, "attrs": {}}
+    else:
+        state = copy.deepcopy(previous)
+        state["type"] = list(dict.fromkeys([*previous["type"], *provided.get("type", [])]))
+    if "scope" in provided:
+        state["scope"] = provided["scope"]
+    state["modifiedAt"] = now
+    for iri, instances in provided["attrs"].items():
+        current = state["attrs"].setdefault(iri, [])
+        for dataset, instance in _newest(instances).items():
+            fresh = {k: v for k, v in instance.items() if k != "instanceId"}
+            index = find_instance(current, dataset)
+            if index is None:
+                current.append(stamp_replacing(fresh, None, now))
+            elif (_time_of(fresh) or float("inf")) >= (_time_of(current[index]) or float("-inf")):
+                current[index] = stamp_replacing(fresh, current[index], now)
+    return state
+
+
+def history_of(provided: Entity) -> tuple[tuple[str, Instance], ...]:
+    return tuple((iri, instance) for iri, instances in provided["attrs"].items() for instance in instances)
