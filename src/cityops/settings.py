@@ -94,6 +94,11 @@ class Settings:
     )
     max_tenants: int = _setting(100, "CITYOPS_MAX_TENANTS", "Most tenants (NGSILD-Tenant values) served at once; each has its own database file.", int)
     sqlite_cache_mb: int = _setting(64, "CITYOPS_SQLITE_CACHE_MB", "SQLite page cache of the writer connection per tenant database, in MiB; each reader connection gets a quarter.", int)
+    temporal_instance_limit: int = _setting(
+        10000, "CITYOPS_TEMPORAL_INSTANCE_LIMIT",
+        "Most instances of one attribute in one temporal answer; beyond it the answer is paginated (206 and Content-Range, "
+        "ETSI GS CIM 009 clause 6.3.10). Aggregations are not limited.", int,
+    )  # fmt: skip
     notify_timeout: float = _setting(
         10.0, "CITYOPS_NOTIFY_TIMEOUT", "Seconds a notification receiver (HTTP or MQTT broker) has to accept one notification.", float
     )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
-from conftest import Api
+from cityops.api.app import create_app
+from conftest import Api, make_settings
 
 SENSOR = "urn:ngsi-ld:Sensor:1"
 READINGS = [12, 18, 30, 25, 41, 39, 55, 60]  # one an hour from midnight
@@ -66,8 +70,8 @@ def test_aggregated_values_match_a_plain_computation(history: Api) -> None:
         attrs="pm10",
     )["pm10"]
     for index, window in enumerate((READINGS[:4], READINGS[4:])):
-        start = f"2026-11-01T{index * 4:02d}:00:00.000Z"
-        assert body["totalCount"][index] == [len(window), start, f"2026-11-01T{index * 4 + 4:02d}:00:00.000Z"]
+        start = f"2026-11-01T{index * 4:02d}:00:00Z"
+        assert body["totalCount"][index] == [len(window), start, f"2026-11-01T{index * 4 + 4:02d}:00:00Z"]
         assert body["distinctCount"][index][0] == len(set(window))
         assert body["sum"][index][0] == sum(window)
         assert body["avg"][index][0] == pytest.approx(statistics.fmean(window))
@@ -112,7 +116,8 @@ def test_temporal_query_by_type(history: Api) -> None:
         {"type": "Query", "entities": [{"type": "Sensor"}], "attrs": ["pm10"], "temporalQ": {"timerel": "before", "timeAt": "2026-11-01T01:30:00Z"}},
     )
     assert posted.status_code == 200
-    assert {e["id"]: len(e.get("pm10", [])) for e in posted.json()} == {SENSOR: 2, "urn:ngsi-ld:Sensor:2": 0}
+    # Sensor:2 has no instance in that window, so a temporal query does not return it
+    assert {e["id"]: len(e.get("pm10", [])) for e in posted.json()} == {SENSOR: 2}
 
 
 def test_batch_upserts_are_historised(api: Api) -> None:
@@ -144,3 +149,60 @@ def test_bad_temporal_parameters_are_400(history: Api, params: dict) -> None:
 
 def test_unknown_history_is_404(api: Api) -> None:
     assert api.get("/temporal/entities/urn:ngsi-ld:Sensor:none").status_code == 404
+
+
+@pytest.fixture
+def paged(tmp_path: Path) -> Iterator[Api]:
+    with TestClient(create_app(make_settings(tmp_path, temporal_instance_limit=5)), raise_server_exceptions=False) as client:
+        api = Api(client)
+        minutes = {"speed": range(0, 8), "load": range(3, 6)}  # speed has more instances than the limit
+        for name, span in minutes.items():
+            for minute in span:
+                api.post("/temporal/entities", {"id": SENSOR, "type": "Sensor", name: [{"value": minute, "observedAt": f"2026-11-01T00:{minute:02d}:00Z"}]})
+        yield api
+
+
+def test_more_instances_than_the_limit_are_paginated_by_time(paged: Api) -> None:
+    forward = paged.get(f"/temporal/entities/{SENSOR}")
+    assert forward.status_code == 206
+    assert forward.headers["Content-Range"] == "date-time 2026-11-01T00:00:00Z-2026-11-01T00:04:00Z/*"
+    assert [i["value"] for i in forward.json()["speed"]] == [0, 1, 2, 3, 4]
+    assert [i["value"] for i in forward.json()["load"]] == [3, 4]  # cut to the same range
+    backward = paged.get(f"/temporal/entities/{SENSOR}", params={"lastN": "7"})
+    assert backward.status_code == 206
+    assert backward.headers["Content-Range"] == "date-time 2026-11-01T00:07:00Z-2026-11-01T00:03:00Z/7"
+    assert [i["value"] for i in backward.json()["speed"]] == [3, 4, 5, 6, 7]
+    within = paged.get(f"/temporal/entities/{SENSOR}", params={"lastN": "3"})
+    assert within.status_code == 200 and "Content-Range" not in within.headers
+
+
+def test_pick_omit_and_dataset_filters(history: Api) -> None:
+    history.patch(f"/entities/{SENSOR}/attrs", {"pm10": {"value": 99, "datasetId": "urn:ngsi-ld:Dataset:lab", "observedAt": "2026-11-01T09:00:00Z"}})
+    assert set(temporal(history, pick="pm10")) == {"pm10"}
+    assert set(temporal(history, omit="pm10,type")) == {"id", "status"}
+    assert history.get(f"/temporal/entities/{SENSOR}", params={"pick": "nothing"}).status_code == 404
+    assert history.get(f"/temporal/entities/{SENSOR}", params={"pick": "pm10", "attrs": "pm10"}).status_code == 400
+    lab = temporal(history, datasetId="urn:ngsi-ld:Dataset:lab", options="temporalValues")
+    assert lab["pm10"] == {"type": "Property", "datasetId": "urn:ngsi-ld:Dataset:lab", "values": [[99, "2026-11-01T09:00:00Z"]]}
+    both = temporal(history, attrs="pm10", options="temporalValues")["pm10"]
+    assert [d.get("datasetId") for d in both] == [None, "urn:ngsi-ld:Dataset:lab"]  # one object per dataset
+
+
+def test_temporal_query_filters_and_orders_by_current_state(history: Api) -> None:
+    history.create({"id": "urn:ngsi-ld:Sensor:0", "type": "Sensor", "pm10": {"value": 5, "observedAt": "2026-11-01T00:30:00Z"}})
+    params = {"type": "Sensor", "timerel": "after", "timeAt": "2026-11-01T00:00:00Z"}
+    ordered = history.get("/temporal/entities", params={**params, "orderBy": "pm10"}).json()
+    assert [e["id"] for e in ordered] == ["urn:ngsi-ld:Sensor:0", SENSOR]
+    ordered = history.get("/temporal/entities", params={**params, "orderBy": "pm10;desc"}).json()
+    assert [e["id"] for e in ordered] == [SENSOR, "urn:ngsi-ld:Sensor:0"]
+    matching = history.get("/temporal/entities", params={**params, "q": "pm10>50"}).json()
+    assert [e["id"] for e in matching] == [SENSOR]
+    assert history.get("/temporal/entities", params={"id": SENSOR, "timerel": "after", "timeAt": "2026-11-01T00:00:00Z"}).status_code == 400
+
+
+def test_scope_changes_are_kept_in_history(api: Api) -> None:
+    api.create({"id": SENSOR, "type": "Sensor", "scope": "/Anyang/Manan", "pm10": {"type": "Property", "value": 1}})
+    assert api.delete(f"/entities/{SENSOR}/attrs/scope").status_code == 204
+    body = temporal(api)
+    assert [i["value"] for i in body["scope"]] == [["/Anyang/Manan"], []]
+    assert "deletedAt" in body["scope"][1]

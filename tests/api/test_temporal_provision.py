@@ -71,12 +71,13 @@ def test_attribute_instances_are_deleted_by_dataset_or_all(api: Api) -> None:
     assert api.get(BASE).status_code == 200
 
 
-def test_deleting_the_history_keeps_the_entity(api: Api) -> None:
+def test_deleting_the_temporal_representation_deletes_the_entity_and_its_history(api: Api) -> None:
     api.post("/temporal/entities", vehicle(speed=[at(120, 3)]))
     assert api.delete(BASE).status_code == 204
     assert api.get(BASE).status_code == 404
-    assert api.entity(VEHICLE)["speed"]["value"] == 120
+    assert api.get(f"/entities/{VEHICLE}").status_code == 404
     assert api.delete(BASE).status_code == 404
+    assert api.post("/temporal/entities", vehicle(speed=[at(1, 3)])).status_code == 201  # a new entity again
     assert api.delete("/temporal/entities/not-a-uri").status_code == 400
 
 

@@ -443,6 +443,14 @@ class NgsiLdApi:
         params = request.query_params
         terms = negotiated.terms
         renderer = self.renderer(request, negotiated)
+        query = self.entity_query(request, terms)
+        self.paging(request, query, terms)
+        join = self.join_of(params.get("join"), params.get("joinLevel"))
+        return await self.run_query(negotiated, query, renderer, request, join)
+
+    def entity_query(self, request: Request, terms: TermMap) -> EntityQuery:
+        """The entities a GET query's parameters select: id, type, idPattern, attrs, q, geo-query, scopeQ."""
+        params = request.query_params
         selector = self.selector(params.get("id"), params.get("type"), params.get("idPattern"), terms)
         query = EntityQuery(selectors=(selector,) if selector is not None else None)
         query.attrs = self.attrs_param(params.get("attrs"), terms)
@@ -454,9 +462,7 @@ class NgsiLdApi:
         local = parse_bool(params.get("local"), "local")
         if not (params.get("type") or query.attrs or query.q or query.geo or query.scope or local):
             raise BadRequestData("a query needs at least one of type, attrs, q, a geo-query, scopeQ or local=true")
-        self.paging(request, query, terms)
-        join = self.join_of(params.get("join"), params.get("joinLevel"))
-        return await self.run_query(negotiated, query, renderer, request, join)
+        return query
 
     async def purge_entities(self, request: Request) -> Response:
         """DELETE /entities?type=…&q=…: delete every entity the query selects (NGSI-LD purge)."""

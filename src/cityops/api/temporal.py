@@ -4,6 +4,7 @@ value/time pairs, or aggregated per period in the database."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,9 +12,10 @@ from starlette.routing import Route
 
 from ..hub.entity import AttributeParser, check_attribute_name, check_entity_id, parse_entity
 from ..hub.errors import BadRequestData, InvalidRequest, ResourceNotFound
-from ..hub.query import Selector
+from ..hub.projection import Projection
+from ..hub.query import EntityQuery, Selector, parse_order_by
 from ..hub.render import Renderer
-from ..hub.temporal import TemporalQuery, instance_number, parse_temporal_query
+from ..hub.temporal import TemporalQuery, instance_number, paginate, parse_temporal_query
 from ..hub.temporal_render import TemporalRenderer
 from ..hub.timestamps import now_iso
 from .http import JSON, JSON_LD, parse_bool
@@ -25,7 +27,7 @@ _TEMPORAL_PARAMS = {
     "aggrMethods", "aggrPeriodDuration", "local", "pick", "omit", "datasetId",
 }  # fmt: skip
 _TEMPORAL_QUERY_PARAMS = _TEMPORAL_PARAMS | {"id", "type", "idPattern", "q", "georel", "geometry", "coordinates", "geoproperty",
-                                             "limit", "offset", "count", "scopeQ"}  # fmt: skip
+                                             "limit", "offset", "count", "scopeQ", "orderBy"}  # fmt: skip
 
 
 class TemporalApi:
@@ -49,7 +51,7 @@ class TemporalApi:
             raise BadRequestData("ask for either temporalValues or aggregatedValues, not both")
         return next(iter(modes), "normalized"), options
 
-    def _query(self, request: Request, negotiated: Negotiated, mode: str, *, required: bool) -> TemporalQuery:
+    def _query(self, request: Request, negotiated: Negotiated, mode: str, *, required: bool) -> tuple[TemporalQuery, Projection]:
         params = request.query_params
         query = parse_temporal_query(
             timerel=params.get("timerel"),
@@ -62,12 +64,17 @@ class TemporalApi:
             aggregated=mode == "aggregatedValues",
             required=required,
         )
-        query.attrs = self.ngsi.attrs_param(params.get("attrs"), negotiated.terms)
-        return query
+        projection = self.ngsi.projection(request, negotiated.terms, None)
+        query.attrs = tuple(projection.attrs) if projection.attrs is not None else None
+        query.datasets = projection.datasets
+        query.instance_limit = self.ngsi.settings.temporal_instance_limit
+        if params.get("orderBy"):
+            query.order_by = parse_order_by(params["orderBy"], negotiated.terms)
+        return query, Projection(pick=projection.pick, omit=projection.omit)
 
-    def _renderer(self, negotiated: Negotiated, mode: str, options: set[str], query: TemporalQuery) -> TemporalRenderer:
+    def _renderer(self, negotiated: Negotiated, mode: str, options: set[str], query: TemporalQuery, projection: Projection) -> TemporalRenderer:
         return TemporalRenderer(
-            Renderer(negotiated.terms, sys_attrs="sysAttrs" in options), mode=mode, timeproperty=query.timeproperty
+            Renderer(negotiated.terms, sys_attrs="sysAttrs" in options), mode=mode, timeproperty=query.timeproperty, projection=projection
         )
 
     async def retrieve(self, request: Request) -> Response:
@@ -75,25 +82,34 @@ class TemporalApi:
         check_params(request, _TEMPORAL_PARAMS)
         negotiated = await self.ngsi.negotiate(request, allowed=(JSON, JSON_LD))
         mode, options = self._mode(request)
-        query = self._query(request, negotiated, mode, required=False)
+        query, projection = self._query(request, negotiated, mode, required=False)
         entity_id = self.ngsi.entity_id_of(request)
         history = await self.hub.store.temporal_entity(negotiated.tenant, entity_id, query)
         if history is None:
             raise ResourceNotFound(f"entity {entity_id} has no history", instance=entity_id)
-        body = self._renderer(negotiated, mode, options, query).entity(history)
-        return self.ngsi.respond(negotiated, body)
+        if query.attrs is not None and not (history.attrs or history.aggregated) and query.timerel is None:
+            raise ResourceNotFound(f"entity {entity_id} has no history of the attributes asked for", instance=entity_id)
+        content_range = paginate([history], query)
+        body = self._renderer(negotiated, mode, options, query, projection).entity(history)
+        if not body:
+            raise ResourceNotFound(f"nothing of entity {entity_id} is left after pick/omit", instance=entity_id)
+        return self._respond(negotiated, body, content_range)
+
+    def _respond(self, negotiated: Negotiated, body: Any, content_range: str | None, headers: dict[str, str] | None = None) -> Response:
+        if content_range is None:
+            return self.ngsi.respond(negotiated, body, headers=headers)
+        return self.ngsi.respond(negotiated, body, status=206, headers={**(headers or {}), "Content-Range": content_range})
 
     async def query(self, request: Request) -> Response:
-        """GET /temporal/entities: histories of the entities that type, id and idPattern select."""
+        """GET /temporal/entities: histories of the entities a query selects (by their current state for q and geo-queries)."""
         check_params(request, _TEMPORAL_QUERY_PARAMS)
         negotiated = await self.ngsi.negotiate(request, allowed=(JSON, JSON_LD))
-        params = request.query_params
         mode, options = self._mode(request)
-        query = self._query(request, negotiated, mode, required=True)
-        selector = self.ngsi.selector(params.get("id"), params.get("type"), params.get("idPattern"), negotiated.terms)
-        if selector is None and query.attrs is None:
-            raise BadRequestData("a temporal query needs type, id, idPattern or attrs")
-        return await self._answer(request, negotiated, (selector,) if selector else None, query, mode, options)
+        query, projection = self._query(request, negotiated, mode, required=True)
+        selection = self.ngsi.entity_query(request, negotiated.terms)
+        if selection.q is not None or selection.geo is not None or selection.scope is not None:
+            query.entity_filter = EntityQuery(q=selection.q, geo=selection.geo, scope=selection.scope)
+        return await self._answer(request, negotiated, selection.selectors, query, mode, options, projection)
 
     async def query_post(self, request: Request) -> Response:
         """POST /temporal/entityOperations/query: the query in the body (entities, attrs, temporalQ)."""
@@ -129,10 +145,18 @@ class TemporalApi:
             selector = self.ngsi.selector(item.get("id"), item.get("type"), item.get("idPattern"), terms)
             if selector is not None:
                 selectors.append(selector)
-        return await self._answer(request, negotiated, tuple(selectors) or None, query, mode, options)
+        query.instance_limit = self.ngsi.settings.temporal_instance_limit
+        return await self._answer(request, negotiated, tuple(selectors) or None, query, mode, options, Projection())
 
     async def _answer(
-        self, request: Request, negotiated: Negotiated, selectors: tuple[Selector, ...] | None, query: TemporalQuery, mode: str, options: set[str]
+        self,
+        request: Request,
+        negotiated: Negotiated,
+        selectors: tuple[Selector, ...] | None,
+        query: TemporalQuery,
+        mode: str,
+        options: set[str],
+        projection: Projection,
     ) -> Response:
         params = request.query_params
         limit = self.ngsi.settings.default_page_size if params.get("limit") is None else int(params["limit"]) if params["limit"].isdigit() else -1
@@ -141,12 +165,13 @@ class TemporalApi:
             raise BadRequestData("limit and offset must be non-negative integers")
         count = params.get("count") == "true"
         histories, total = await self.hub.store.temporal_query(negotiated.tenant, selectors, query, limit, offset, count)
-        renderer = self._renderer(negotiated, mode, options, query)
+        content_range = paginate(histories, query)
+        renderer = self._renderer(negotiated, mode, options, query, projection)
         headers: dict[str, str] = {}
         if total is not None:
             headers["NGSILD-Results-Count"] = str(total)
         body: Any = [renderer.entity(history) for history in histories]
-        return self.ngsi.respond(negotiated, body, headers=headers)
+        return self._respond(negotiated, body, content_range, headers)
 
     # -- provision -----------------------------------------------------------------------------------
     async def create_or_update(self, request: Request) -> Response:
@@ -175,7 +200,7 @@ class TemporalApi:
         """(tenant, entity id, attribute IRI) of a .../{entity_id}/attrs/{attr} path."""
         entity_id = self.ngsi.entity_id_of(request)
         name = request.path_params["attr"]
-        if name in ("", ".", ".."):
+        if unquote(name) in ("", ".", ".."):  # a dot segment, however encoded, must not mean "the entity itself"
             raise BadRequestData(f"{name!r} is not an attribute name")
         negotiated = await self.ngsi.negotiate(request)
         return negotiated.tenant, entity_id, negotiated.terms.expand(check_attribute_name(name))
@@ -225,10 +250,9 @@ class TemporalApi:
         return Response(status_code=204)
 
     async def delete_entity(self, request: Request) -> Response:
-        """DELETE /temporal/entities/{id}: the entity's whole history (its current state stays)."""
+        """DELETE /temporal/entities/{id}: the entity, its whole history and its current state."""
         check_params(request, {"local", "type"})
-        entity_id = self.ngsi.entity_id_of(request)
-        await self.hub.store.delete_history(self.ngsi.tenant_of(request), entity_id)
+        await self.hub.delete_temporal(self.ngsi.tenant_of(request), self.ngsi.entity_id_of(request))
         return Response(status_code=204)
 
     def routes(self) -> list[Route]:
@@ -241,7 +265,7 @@ class TemporalApi:
             Route(base + "/entities", self.create_or_update, methods=["POST"]),
             Route(base + "/entities/", self.create_or_update, methods=["POST"]),
             Route(one, self.retrieve, methods=["GET"]),
-            Route(one, self.delete_entity, methods=["DELETE"]),
+            Route(base + "/entities/{entity_id}", self.delete_entity, methods=["DELETE"]),
             Route(one + "/attrs", self.append_attributes, methods=["POST"]),
             Route(one + "/attrs/", self.append_attributes, methods=["POST"]),
             Route(attr, self.delete_attribute, methods=["DELETE"]),

@@ -134,6 +134,14 @@ class Hub:
 
         return await self._write(tenant, [entity_id], work)
 
+    async def delete_temporal(self, tenant: str, entity_id: str) -> None:
+        """Delete an entity's temporal representation: its current state (if any), then its history."""
+        try:
+            await self.delete(tenant, entity_id)
+        except ResourceNotFound:
+            pass
+        await self.store.delete_history(tenant, entity_id)
+
     async def retrieve(self, tenant: str, entity_id: str) -> Entity:
         entity = await self.store.get(tenant, entity_id)
         if entity is None:

@@ -10,14 +10,16 @@ from datetime import datetime
 from typing import Any
 
 from .changes import Change
+from .context import NGSI_LD
 from .entity import DATA_MEMBER, NULL, Instance
 from .errors import BadRequestData
-from .timestamps import parse_datetime
+from .timestamps import iso_from_epoch, parse_datetime
 
 TIMERELS = ("before", "after", "between")
 TIME_PROPERTIES = ("observedAt", "createdAt", "modifiedAt", "deletedAt")
 AGGREGATION_METHODS = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
 INSTANCE_ID_PREFIX = "urn:ngsi-ld:attribute:instance:"
+SCOPE = NGSI_LD + "scope"  # scope has no attribute of its own; its history is kept under this IRI
 _DURATION = re.compile(
     r"P(?:(?P<years>\d+(?:\.\d+)?)Y)?(?:(?P<months>\d+(?:\.\d+)?)M)?(?:(?P<weeks>\d+(?:\.\d+)?)W)?(?:(?P<days>\d+(?:\.\d+)?)D)?"
     r"(?:T(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?"
@@ -26,7 +28,8 @@ _SECONDS = {"years": 365 * 86400, "months": 30 * 86400, "weeks": 7 * 86400, "day
 
 
 def changed_instances(change: Change) -> Iterator[tuple[str, Instance]]:
-    """(attribute IRI, instance) for every attribute instance the change created or modified."""
+    """(attribute IRI, instance) for every attribute instance the change created or modified; a
+    changed scope is kept as an instance of the ``scope`` property."""
     after = change.after
     if after is None:
         return
@@ -37,6 +40,9 @@ def changed_instances(change: Change) -> Iterator[tuple[str, Instance]]:
             if previous is not None and instance in previous:
                 continue
             yield name, instance
+    scope = after.get("scope")
+    if scope and scope != (change.before or {}).get("scope"):
+        yield SCOPE, {"type": "Property", "value": scope, "createdAt": change.at, "modifiedAt": change.at}
 
 
 def deleted_instances(change: Change) -> Iterator[tuple[str, Instance]]:
@@ -51,6 +57,8 @@ def deleted_instances(change: Change) -> Iterator[tuple[str, Instance]]:
         for instance in instances:
             if instance.get("datasetId") not in kept:
                 yield name, deletion_instance(instance, change.at)
+    if before.get("scope") and not (change.after or {}).get("scope"):
+        yield SCOPE, {"type": "Property", "value": [], "deletedAt": change.at}
 
 
 def deletion_instance(instance: Instance, at: str) -> Instance:
@@ -77,8 +85,8 @@ class TemporalEntity:
     id: str
     types: list[str]
     attrs: dict[str, list[Instance]] = field(default_factory=dict)  # attribute IRI -> instances, oldest first
+    times: dict[str, list[float]] = field(default_factory=dict)  # their times (of the query's timeproperty), epoch seconds
     aggregated: dict[str, dict[str, list[list[Any]]]] | None = None  # attribute IRI -> method -> buckets
-    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,8 +106,10 @@ class TemporalQuery:
     last_n: int | None = None
     attrs: tuple[str, ...] | None = None  # attribute IRIs
     aggregation: Aggregation | None = None
-    max_instances: int = 10_000
-    notes: dict[str, str] = field(default_factory=dict)
+    datasets: frozenset[str | None] | None = None  # only instances of these datasetIds (None: the default instance)
+    entity_filter: Any = None  # a query.EntityQuery (q, geo-query, scopeQ) the entities' current state must match
+    order_by: tuple[tuple[Any, bool], ...] | None = None  # entities ordered by their current state (query.Path, descending)
+    instance_limit: int = 10_000  # most instances of one attribute in one answer; more is paginated (clause 6.3.10)
 
     @property
     def start(self) -> float | None:
@@ -114,6 +124,38 @@ class TemporalQuery:
         if self.timerel == "between":
             return self.end_time_at.timestamp() if self.end_time_at else None
         return None
+
+
+def paginate(histories: list[TemporalEntity], query: TemporalQuery) -> str | None:
+    """Temporal pagination (ETSI GS CIM 009 clause 6.3.10): when an attribute has more instances
+    than the limit, every attribute of every entity is cut to one time range that no attribute
+    exceeds, and the range is returned as a ``Content-Range`` value (None: nothing was cut).
+
+    Each attribute holds at most limit + 1 instances, oldest first; with lastN they are the most
+    recent ones and the range runs backwards, from the newest to the oldest kept."""
+    limit = query.instance_limit
+    backwards = query.last_n is not None
+    cut_at: list[float] = []
+    for history in histories:
+        for times in history.times.values():
+            if len(times) > limit:
+                cut_at.append(times[-limit] if backwards else times[limit - 1])
+    if not cut_at:
+        return None
+    edge = max(cut_at) if backwards else min(cut_at)
+    kept_times: list[float] = []
+    for history in histories:
+        for iri, times in history.times.items():
+            keep = [i for i, t in enumerate(times) if (t >= edge if backwards else t <= edge)]
+            keep = keep[-limit:] if backwards else keep[:limit]
+            history.attrs[iri] = [history.attrs[iri][i] for i in keep]
+            history.times[iri] = [times[i] for i in keep]
+            kept_times += history.times[iri]
+    if backwards:
+        start = query.end if query.end is not None else max(kept_times)
+        return f"date-time {iso_from_epoch(start)}-{iso_from_epoch(edge)}/{query.last_n}"
+    start = query.start if query.start is not None else min(kept_times)
+    return f"date-time {iso_from_epoch(start)}-{iso_from_epoch(edge)}/*"
 
 
 def parse_temporal_query(

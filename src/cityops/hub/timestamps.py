@@ -31,5 +31,6 @@ def is_datetime(text: object) -> bool:
 
 
 def iso_from_epoch(seconds: float) -> str:
-    """An epoch time as NGSI-LD writes DateTimes (UTC, milliseconds, 'Z')."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """An epoch time as NGSI-LD writes DateTimes (UTC, 'Z'; milliseconds unless they are zero)."""
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return (text[:-4] if text.endswith(".000") else text) + "Z"

@@ -23,13 +23,20 @@ class HistoryReader:
         self.connection = connection
         self.iris = iris
 
-    def entities(self, selectors: tuple[Selector, ...] | None, limit: int, offset: int, count: bool) -> tuple[list[tuple[int, str, list[str]]], int | None]:
-        """(tid, id, types) of the entities with history that match ``selectors``, in creation order."""
+    def entities(
+        self, selectors: tuple[Selector, ...] | None, limit: int, offset: int, count: bool, query: TemporalQuery | None = None
+    ) -> tuple[list[tuple[int, str, list[str]]], int | None]:
+        """(tid, id, types) of the entities with history that match ``selectors``, in creation order;
+        with a time window in ``query``, only those with an instance in it."""
         rows = []
         for tid, entity_id, types in self.connection.execute("SELECT tid, id, types FROM temporal_entities ORDER BY tid"):
             type_list = orjson.loads(types)
             if selectors is not None and not any(_selects(s, entity_id, type_list) for s in selectors):
                 continue
+            if query is not None and query.timerel is not None:
+                where, params = self._filter(tid, query)
+                if self.connection.execute(f"SELECT 1 FROM history WHERE {where} LIMIT 1", params).fetchone() is None:
+                    continue
             rows.append((tid, entity_id, type_list))
         return rows[offset : offset + limit], len(rows) if count else None
 
@@ -45,6 +52,13 @@ class HistoryReader:
         if query.attrs is not None:
             ids = [i for i in (self.iris.id(a, create=False) for a in query.attrs) if i is not None]
             where.append(f"attr_id IN ({','.join(map(str, ids)) or 'NULL'})")
+        if query.datasets is not None:
+            named = [d for d in query.datasets if d is not None]
+            either = [f"dataset IN ({','.join('?' * len(named))})"] if named else []
+            if None in query.datasets:
+                either.append("dataset IS NULL")
+            where.append(f"({' OR '.join(either)})")
+            params += named
         start, end = query.start, query.end
         if query.timerel == "before":
             where.append(f"{column} < ?")
@@ -57,29 +71,29 @@ class HistoryReader:
             params += [start, end]
         return " AND ".join(where), params
 
-    def instances(self, tid: int, query: TemporalQuery) -> tuple[dict[str, list[dict[str, Any]]], bool]:
-        """The attribute instances of one entity in the window, oldest first (the last N with lastN),
-        and whether ``max_instances`` cut the answer short."""
+    def instances(self, tid: int, query: TemporalQuery) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[float]]]:
+        """The attribute instances of one entity in the window, oldest first, with their times: per
+        attribute at most ``instance_limit`` + 1 (the earliest, or with lastN the most recent), so
+        that ``paginate`` can tell when the limit cuts an answer short."""
         where, params = self._filter(tid, query)
         column = _TIME_COLUMN[query.timeproperty]
+        order, take = "ASC", query.instance_limit + 1
         if query.last_n is not None:
-            sql = (
-                f"SELECT iid, attr_id, doc FROM (SELECT iid, attr_id, doc, {column} AS t, ROW_NUMBER() OVER "
-                f"(PARTITION BY attr_id ORDER BY {column} DESC, iid DESC) AS n FROM history WHERE {where}) "
-                f"WHERE n <= ? ORDER BY attr_id, t, iid"
-            )
-            params = params + [query.last_n]
-        else:
-            sql = f"SELECT iid, attr_id, doc FROM history WHERE {where} ORDER BY attr_id, {column}, iid LIMIT ?"
-            params = params + [query.max_instances + 1]
+            order, take = "DESC", min(query.last_n, take)
+        sql = (
+            f"SELECT iid, attr_id, doc, t FROM (SELECT iid, attr_id, doc, {column} AS t, ROW_NUMBER() OVER "
+            f"(PARTITION BY attr_id ORDER BY {column} {order}, iid {order}) AS n FROM history WHERE {where}) "
+            f"WHERE n <= ? ORDER BY attr_id, t, iid"
+        )
         attrs: dict[str, list[dict[str, Any]]] = {}
-        rows = self.connection.execute(sql, params).fetchall()
-        truncated = len(rows) > query.max_instances
-        for iid, attr_id, doc in rows[: query.max_instances]:
+        times: dict[str, list[float]] = {}
+        for iid, attr_id, doc, t in self.connection.execute(sql, [*params, take]):
             instance = orjson.loads(doc)
             instance["instanceId"] = instance_id(iid)
-            attrs.setdefault(self.iris.iri(attr_id), []).append(instance)
-        return attrs, truncated
+            iri = self.iris.iri(attr_id)
+            attrs.setdefault(iri, []).append(instance)
+            times.setdefault(iri, []).append(t)
+        return attrs, times
 
     def aggregated(self, tid: int, query: TemporalQuery) -> dict[str, dict[str, list[list[Any]]]]:
         """Per attribute and method, [[value, startAt, endAt], ...] over buckets of ``aggrPeriodDuration``."""

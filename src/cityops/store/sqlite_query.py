@@ -109,8 +109,8 @@ class Reader:
     def _history_of(self, tid: int, entity_id: str, types: list[str], query: TemporalQuery) -> TemporalEntity:
         if query.aggregation is not None:
             return TemporalEntity(entity_id, types, aggregated=self.history.aggregated(tid, query))
-        attrs, truncated = self.history.instances(tid, query)
-        return TemporalEntity(entity_id, types, attrs=attrs, truncated=truncated)
+        attrs, times = self.history.instances(tid, query)
+        return TemporalEntity(entity_id, types, attrs=attrs, times=times)
 
     def temporal_query(
         self, selectors: tuple[Selector, ...] | None, query: TemporalQuery, limit: int, offset: int, count: bool
@@ -120,7 +120,18 @@ class Reader:
     def _temporal_query(
         self, selectors: tuple[Selector, ...] | None, query: TemporalQuery, limit: int, offset: int, count: bool
     ) -> tuple[list[TemporalEntity], int | None]:
-        page, total = self.history.entities(selectors, limit, offset, count)
+        if query.order_by is None and query.entity_filter is None:
+            page, total = self.history.entities(selectors, limit, offset, count, query)
+        else:  # filtered and ordered by the entities' current state; those without one come last
+            everything, _ = self.history.entities(selectors, 2**62, 0, False, query)
+            current = {e["id"]: e for e in (self.get(entity_id) for _, entity_id, _ in everything) if e is not None}
+            if query.entity_filter is not None:
+                current = {k: e for k, e in current.items() if query.entity_filter.matches(e)}
+                everything = [row for row in everything if row[1] in current]
+            if query.order_by is not None:
+                rank = {e["id"]: position for position, e in enumerate(sort_entities(list(current.values()), query.order_by))}
+                everything.sort(key=lambda row: rank.get(row[1], len(rank)))
+            page, total = everything[offset : offset + limit], len(everything) if count else None
         return [self._history_of(tid, entity_id, types, query) for tid, entity_id, types in page], total
 
     def _known(self, iri: str) -> int | None:
