@@ -42,6 +42,27 @@ def parse_preload_contexts(text: str) -> dict[str, Path]:
     return pairs
 
 
+def parse_retention(text: str) -> dict[str, float]:
+    """Parse ``Vehicle=P30D,*=P1Y`` into seconds per entity type name ('*': every other type)."""
+    from .hub.temporal import parse_duration
+
+    periods: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, duration = (piece.strip() for piece in item.partition("="))
+        if not sep or not name or not duration:
+            raise ValueError(f"expected TYPE=DURATION (e.g. Vehicle=P30D or *=P1Y), got {item!r}")
+        try:
+            seconds = parse_duration(duration)
+        except Exception:
+            raise ValueError(f"{duration!r} is not an ISO 8601 duration such as P30D") from None
+        if seconds <= 0:
+            raise ValueError(f"the retention of {name} must be longer than zero")
+        periods[name] = seconds
+    return periods
+
+
 def _setting(default: Any, env: str, help: str, parse: Any = str) -> Any:
     return field(default=default, metadata={"env": env, "help": help, "parse": parse})
 
@@ -99,6 +120,11 @@ class Settings:
         "Most instances of one attribute in one temporal answer; beyond it the answer is paginated (206 and Content-Range, "
         "ETSI GS CIM 009 clause 6.3.10). Aggregations are not limited.", int,
     )  # fmt: skip
+    history_retention: str = _setting(
+        "", "CITYOPS_HISTORY_RETENTION",
+        "How long history is kept, per entity type: TYPE=DURATION pairs (ISO 8601), '*' for every other type, "
+        "e.g. 'Person=P30D,Vehicle=P90D,*=P5Y'. Empty: kept forever. Older instances are removed every 10 minutes.",
+    )  # fmt: skip
     notify_timeout: float = _setting(
         10.0, "CITYOPS_NOTIFY_TIMEOUT", "Seconds a notification receiver (HTTP or MQTT broker) has to accept one notification.", float
     )
@@ -121,6 +147,10 @@ class Settings:
             raise SettingsError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
         if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise SettingsError(f"sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA, got {self.sqlite_synchronous!r}")
+        try:
+            parse_retention(self.history_retention)
+        except ValueError as exc:
+            raise SettingsError(f"history_retention (CITYOPS_HISTORY_RETENTION): {exc}") from None
         if self.notify_timeout <= 0 or self.notify_backoff_max < 1:
             raise SettingsError("notify_timeout must be > 0 and notify_backoff_max >= 1 second")
         if self.default_page_size < 1 or self.max_page_size < self.default_page_size:

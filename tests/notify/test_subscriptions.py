@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -50,7 +51,7 @@ def test_created_subscription_reads_back_with_its_status(api: Api, receiver: Rec
     assert sid == "urn:ngsi-ld:Subscription:cams"
     found = api.get(f"/subscriptions/{sid}").json()
     assert found["id"] == sid and found["type"] == "Subscription"
-    assert found["status"] == "active" and found["isActive"] is True
+    assert found["status"] == "active" and "isActive" not in found  # shown as sent: it was not
     assert found["watchedAttributes"] == ["status"] and found["q"] == "range>10"
     assert found["notification"]["endpoint"]["uri"] == receiver.url
     assert found["notification"]["timesSent"] == 0
@@ -73,6 +74,11 @@ def test_duplicate_unknown_and_invalid_subscriptions_are_refused_precisely(api: 
         "unknown member": subscription(receiver, colour="blue"),
         "bad q": subscription(receiver, q="range>>"),
         "bad expiresAt": subscription(receiver, expiresAt="tomorrow"),
+        "past expiresAt": subscription(receiver, expiresAt="2020-01-01T00:00:00Z"),
+        "showChanges in keyValues": subscription(receiver, notification={"format": "keyValues", "showChanges": True}),
+        "pick and omit one member": subscription(receiver, notification={"pick": ["name"], "omit": ["name"]}),
+        "jsonldContext not a URL": subscription(receiver, jsonldContext="my context"),
+        "empty id": subscription(receiver, id=""),
         "wrong type": subscription(receiver, type="Entity"),
         "bad format": subscription(receiver, notification={"format": "xml"}),
     }
@@ -175,7 +181,9 @@ def test_format_attributes_show_changes_and_json_ld(api: Api, receiver: Receiver
 def test_entity_triggers_paused_expired_and_tenant(api: Api, receiver: Receiver) -> None:
     subscribe(api, subscription(receiver, notificationTrigger=["entityCreated", "entityDeleted"]), headers={"NGSILD-Tenant": "anyang"})
     paused = subscribe(api, subscription(receiver, isActive=False), headers={"NGSILD-Tenant": "anyang"})
-    expired = subscribe(api, subscription(receiver, expiresAt="2020-01-01T00:00:00Z"), headers={"NGSILD-Tenant": "anyang"})
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    expired = subscribe(api, subscription(receiver, expiresAt=soon), headers={"NGSILD-Tenant": "anyang"})
+    time.sleep(1.2)
     subscribe(api, subscription(receiver))  # default tenant: must not hear of the other tenant's changes
     api.create(camera(1), headers={"NGSILD-Tenant": "anyang"})
     assert api.delete("/entities/urn:ngsi-ld:Camera:001", headers={"NGSILD-Tenant": "anyang"}).status_code == 204
@@ -232,3 +240,50 @@ def test_failing_receiver_shows_in_status_and_is_retried(api: Api, settings: Any
         assert notification.body["data"][0]["id"] == "urn:ngsi-ld:Camera:001"
     finally:
         failing.stop()
+
+
+def test_deleted_attributes_show_as_ngsi_ld_null(api: Api, receiver: Receiver) -> None:
+    subscribe(api, subscription(receiver, notificationTrigger=["attributeDeleted"], notification={"showChanges": True}))
+    api.create(camera(1))
+    assert api.delete("/entities/urn:ngsi-ld:Camera:001/attrs/status").status_code == 204
+    deleted = receiver.wait_for(1)[0].body
+    assert deleted["triggerReason"] == "attributeDeleted"
+    assert deleted["data"][0]["status"] == {"type": "Property", "value": "urn:ngsi-ld:null", "previousValue": "on"}
+    assert deleted["data"][0]["range"]["value"] == 50  # the rest of the entity as it is now
+
+
+def test_deleting_one_dataset_of_an_attribute_is_an_attribute_deletion(api: Api, receiver: Receiver) -> None:
+    subscribe(api, subscription(receiver, notificationTrigger=["attributeDeleted"], notification={"format": "keyValues"}))
+    api.create(camera(1, status=[{"type": "Property", "value": "on"}, {"type": "Property", "value": "off", "datasetId": "urn:ngsi-ld:Dataset:b"}]))
+    assert api.delete("/entities/urn:ngsi-ld:Camera:001/attrs/status", params={"datasetId": "urn:ngsi-ld:Dataset:b"}).status_code == 204
+    data = receiver.wait_for(1)[0].body["data"][0]
+    assert data["status"] == {"dataset": {"@none": "on", "urn:ngsi-ld:Dataset:b": "urn:ngsi-ld:null"}}
+
+
+def test_linked_entities_join_the_notification(api: Api, receiver: Receiver) -> None:
+    api.create({"id": "urn:ngsi-ld:Road:1", "type": "Road", "name": {"type": "Property", "value": "Gyeongsu-daero"}})
+    subscribe(api, subscription(receiver, notification={"join": "flat", "format": "keyValues", "pick": ["id", "onRoad", "name"]}))
+    api.create(camera(1, onRoad={"type": "Relationship", "object": "urn:ngsi-ld:Road:1"}))
+    data = receiver.wait_for(1)[0].body["data"]
+    assert data == [{"id": "urn:ngsi-ld:Camera:001", "onRoad": "urn:ngsi-ld:Road:1"}, {"id": "urn:ngsi-ld:Road:1", "type": "Road", "name": "Gyeongsu-daero"}]
+
+
+def test_notifications_compact_with_the_jsonld_context_when_given(api: Api, receiver: Receiver) -> None:
+    core = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+    body = subscription(receiver, jsonldContext=core, notification={"endpoint": {"uri": receiver.url, "accept": "application/ld+json"}})
+    subscribe(api, body, headers=link())
+    api.create(camera(1), headers=link())
+    received = receiver.wait_for(1)[0].body
+    assert received["@context"] == core and received["data"][0]["@context"] == core
+    assert received["data"][0]["type"] == "https://smartdatamodels.org/dataModel.Device/Camera"  # the test context's term, unknown to the core one
+
+
+def test_subscription_list_links_its_pages_and_reads_in_the_callers_terms(api: Api, receiver: Receiver) -> None:
+    for i in range(3):
+        subscribe(api, subscription(receiver, id=f"urn:ngsi-ld:Subscription:{i}"), headers=link())
+    middle = api.get("/subscriptions", params={"limit": 1, "offset": 1}, headers={"Accept": "application/ld+json"})
+    links = {part.split(";")[1].strip() for part in middle.headers["Link"].split(", ")}
+    assert links == {'rel="prev"', 'rel="next"'}
+    assert api.get("/subscriptions/urn:ngsi-ld:Subscription:0", headers=link()).json()["entities"] == [{"type": "Camera"}]
+    expanded = api.get("/subscriptions/urn:ngsi-ld:Subscription:0").json()["entities"]
+    assert expanded == [{"type": "https://smartdatamodels.org/dataModel.Device/Camera"}]

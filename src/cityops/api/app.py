@@ -3,6 +3,7 @@ ProblemDetails."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,8 @@ from ..bus.bus import InProcessBus
 from ..hub.context import ContextResolver, make_http_fetcher
 from ..hub.errors import InternalError, MethodNotAllowed, NgsiError, ResourceNotFound
 from ..hub.hub import Hub
+from ..hub.retention import HistoryRetention, RetentionPolicy
+from ..leader import Leader
 from ..notify.notifier import Notifier
 from ..notify.registry import SubscriptionRegistry
 from ..notify.subscriptions import Subscriptions
@@ -49,18 +52,32 @@ class CityOps:
         )
         self.registry = SubscriptionRegistry()
         self.store.add_write_hook(self.registry.owed)
-        self.subscriptions = Subscriptions(self.store, self.resolver)
         self.notifier = Notifier(self.store, self.registry, settings)
+        self.subscriptions = Subscriptions(self.store, self.resolver, self.notifier.live_status)
         self.bus.subscribe("notifier", self.notifier.on_changes)
+        policy = RetentionPolicy.parse(settings.history_retention, self.resolver.core)  # checked by Settings
+        self.retention = HistoryRetention(self.store, policy)
+        self.leader = Leader(settings.database)
+        self._duties: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
         await self.bus.start()
+        self._duties = asyncio.create_task(self._lead(), name="leader")
+
+    async def _lead(self) -> None:
+        """Wait to be the process that runs the background duties, then run them."""
+        await self.leader.acquire()
         await self.notifier.start()
+        await self.retention.start()
 
     async def stop(self) -> None:
         await self.bus.stop()
+        if self._duties is not None:
+            self._duties.cancel()
         await self.notifier.stop()
+        await self.retention.stop()
+        self.leader.release()
         await self.store.close()
         await self.fetcher.close()
 

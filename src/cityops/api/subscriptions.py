@@ -41,14 +41,26 @@ class SubscriptionApi:
         offset = parse_int(params.get("offset"), "offset", 0)
         if limit > settings.max_page_size:
             raise TooManyResults(f"limit {limit} is above the maximum page size {settings.max_page_size}; page with offset")
-        found, count = await self.subscriptions.query(negotiated.tenant, limit, offset)
-        headers = {"NGSILD-Results-Count": str(count)} if parse_bool(params.get("count"), "count") else None
+        found, count = await self.subscriptions.query(negotiated.tenant, limit, offset, negotiated.terms)
+        headers = {"NGSILD-Results-Count": str(count)} if parse_bool(params.get("count"), "count") else {}
+        pages = []
+        if offset > 0:
+            pages.append(self._page_link(max(0, offset - limit), limit, "prev"))
+        if offset + limit < count:
+            pages.append(self._page_link(offset + limit, limit, "next"))
+        if pages:
+            context_link = [] if negotiated.accept == JSON_LD else [negotiated.link_header()["Link"]]
+            headers["Link"] = ", ".join(context_link + pages)
         return self.ngsi.respond(negotiated, found, headers=headers)
+
+    @staticmethod
+    def _page_link(offset: int, limit: int, relation: str) -> str:
+        return f'<{BASE}/subscriptions?limit={limit}&offset={offset}>; rel="{relation}"; type="application/ld+json"'
 
     async def retrieve(self, request: Request) -> Response:
         check_params(request, {"local"})
         negotiated = await self.ngsi.negotiate(request, allowed=(JSON, JSON_LD))
-        found = await self.subscriptions.retrieve(negotiated.tenant, self.subscription_id_of(request))
+        found = await self.subscriptions.retrieve(negotiated.tenant, self.subscription_id_of(request), negotiated.terms)
         return self.ngsi.respond(negotiated, found)
 
     async def update(self, request: Request) -> Response:
@@ -76,7 +88,8 @@ class SubscriptionApi:
             routes += [Route(path, self.query, methods=["GET"]), Route(path, self.create, methods=["POST"])]
         routes += [
             Route(one, self.retrieve, methods=["GET"]),
-            Route(one, self.update, methods=["PATCH"]),
-            Route(one, self.delete, methods=["DELETE"]),
+            # without an id these are methods the collection does not have: 405, as ETSI checks
+            Route(collection + "/{subscription_id}", self.update, methods=["PATCH"]),
+            Route(collection + "/{subscription_id}", self.delete, methods=["DELETE"]),
         ]
         return routes

@@ -102,16 +102,20 @@ class Renderer:
         compact = self.terms.compact
         render = self._render
         for iri, instances in entity["attrs"].items():
-            out[compact(iri)] = render(instances[0]) if len(instances) == 1 else [render(i) for i in instances]
+            out[compact(iri)] = render(instances[0]) if len(instances) == 1 else self.attribute(instances)
         if self.sys_attrs:
             out["createdAt"] = entity["createdAt"]
             out["modifiedAt"] = entity["modifiedAt"]
         return out
 
     def attribute(self, instances: list[Instance]) -> Any:
+        """One attribute; several instances (datasets) are a list, or in keyValues a ``dataset``
+        map from datasetId (``@none`` for the default instance) to value."""
         render = self._render
         if len(instances) == 1:
             return render(instances[0])
+        if self.fmt == "keyValues":
+            return {"dataset": {instance.get("datasetId", "@none"): render(instance) for instance in instances}}
         return [render(instance) for instance in instances]
 
     def _members(self, instance: Instance, *, with_type: bool) -> dict[str, Any]:
@@ -198,11 +202,14 @@ class Renderer:
         return {"id": entity["id"], "type": "Feature", "geometry": geometry, "properties": properties}
 
     # -- linked entities -----------------------------------------------------------------------
-    async def joined(self, roots: list[Entity], fetch: Fetch, *, join: str, level: int) -> list[dict[str, Any]]:
-        """Render ``roots`` with the entities their relationships point at, ``level`` hops deep:
-        ``inline`` puts each linked entity into its relationship (``entity``; in keyValues the
-        relationship's value), ``flat`` returns the roots followed by every linked entity once."""
-        rendered = [self.entity(root) for root in roots]
+    async def joined(
+        self, roots: list[Entity], fetch: Fetch, *, join: str, level: int, rendered: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Render ``roots`` (or take them ``rendered``) with the entities their relationships point
+        at, ``level`` hops deep: ``inline`` puts each linked entity into its relationship (``entity``;
+        in keyValues the relationship's value), ``flat`` returns the roots followed by every linked
+        entity once."""
+        rendered = rendered if rendered is not None else [self.entity(root) for root in roots]
         if join == "@none" or level < 1:
             return rendered
         seen = {root["id"] for root in roots}

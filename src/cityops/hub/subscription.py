@@ -11,20 +11,23 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
 from .changes import Change
-from .context import TermMap
-from .entity import Entity, check_attribute_name, check_entity_id
+from .context import TermMap, looks_like_iri
+from .entity import DATA_MEMBER, NULL, Entity, Instance, check_attribute_name, check_entity_id
 from .errors import BadRequestData
 from .geo import GeoQuery
+from .projection import MemberTree, Projection, parse_members
 from .query import EntityQuery, Selector, parse_scope_query, parse_type_selection
 from .query_language import parse_q
 from .render import FORMATS, Renderer
+from .temporal import deletion_instance
 from .timestamps import is_datetime, parse_datetime
 
 TRIGGERS = ("entityCreated", "entityUpdated", "entityDeleted", "attributeCreated", "attributeUpdated", "attributeDeleted")
@@ -33,11 +36,12 @@ ENDPOINT_SCHEMES = ("http", "https", "mqtt", "mqtts")
 _MEMBERS = {
     "id", "type", "subscriptionName", "description", "entities", "watchedAttributes", "notificationTrigger", "timeInterval",
     "q", "geoQ", "scopeQ", "csf", "isActive", "notification", "expiresAt", "throttling", "lang", "@context", "status",
-    "jsonldContext", "temporalQ", "localOnly", "createdAt", "modifiedAt",
+    "jsonldContext", "temporalQ", "localOnly", "createdAt", "modifiedAt", "datasetId",
 }  # fmt: skip
+_STATUS_MEMBERS = {"status", "timesSent", "timesFailed", "lastNotification", "lastFailure", "lastSuccess", "consecutiveErrors", "lastErrorReason"}
 _NOTIFICATION_MEMBERS = {
     "attributes", "format", "sysAttrs", "showChanges", "endpoint", "status", "timesSent", "timesFailed",
-    "lastNotification", "lastFailure", "lastSuccess", "consecutiveErrors", "lastErrorReason",
+    "lastNotification", "lastFailure", "lastSuccess", "consecutiveErrors", "lastErrorReason", "pick", "omit", "join", "joinLevel",
 }  # fmt: skip
 
 
@@ -57,7 +61,7 @@ class Endpoint:
 class Subscription:
     id: str
     payload: dict[str, Any]  # what the subscriber sent (minus status), rendered back on GET
-    context: Any  # the @context it was sent with: names in notifications are compacted with it
+    context: Any  # the @context it was sent with: names in the payload use it
     terms: TermMap
     filter: EntityQuery  # which entities it concerns: selectors, q, geoQ, scopeQ
     watched: frozenset[str] | None
@@ -72,12 +76,24 @@ class Subscription:
     throttling: float = 0.0
     time_interval: float | None = None
     lang: str | None = None
+    datasets: frozenset[str | None] | None = None  # only instances of these datasetIds (None: the default one)
+    pick: MemberTree | None = None
+    omit: MemberTree | None = None
+    join: str = "@none"  # linked entities in notifications: inline, flat or @none
+    join_level: int = 1
+    jsonld_context: str | None = None  # compact notifications with this @context instead of ``context``
+    notify_terms: TermMap | None = None  # jsonldContext resolved
 
     def status(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
         return "active" if self.active else "paused"
+
+    @property
+    def notification_context(self) -> Any:
+        """The @context notifications are compacted with (and sent with)."""
+        return self.jsonld_context if self.jsonld_context is not None else self.context
 
     def type_keys(self) -> set[str] | None:
         """The entity types this subscription can concern (None: any), for indexing."""
@@ -120,14 +136,14 @@ class Subscription:
         if self.watched is not None:
             names &= self.watched
         created = any(n not in before for n in names)
-        deleted = any(n not in after for n in names)
-        updated = any(n in before and n in after and _values(before[n]) != _values(after[n]) for n in names)
+        deleted = any(_datasets(before.get(n)) - _datasets(after.get(n)) for n in names)
+        updated = any(n in before and n in after and _changed_kept(before[n], after[n]) for n in names)
         if "attributeCreated" in triggers and created:
             return "attributeCreated"
-        if "attributeUpdated" in triggers and updated:
-            return "attributeUpdated"
         if "attributeDeleted" in triggers and deleted:
             return "attributeDeleted"
+        if "attributeUpdated" in triggers and updated:
+            return "attributeUpdated"
         if "entityUpdated" in triggers and (created or updated or deleted):
             return "entityUpdated"
         return None
@@ -137,13 +153,18 @@ class Subscription:
 
     # -- the notification ----------------------------------------------------------------------
     def renderer(self) -> Renderer:
-        return Renderer(self.terms, fmt=self.format, sys_attrs=self.sys_attrs, lang=self.lang)
+        projection = Projection(pick=self.pick, omit=self.omit, datasets=self.datasets)
+        return Renderer(self.notify_terms or self.terms, fmt=self.format, sys_attrs=self.sys_attrs, lang=self.lang, projection=projection)
 
-    def notification(self, changes: list[tuple[Change, str]]) -> dict[str, Any]:
-        """The Notification body for changes this subscription matched (in order). ``notifiedAt``
-        is added when it is sent."""
+    def notification(self, changes: list[tuple[Change, str]], fetch: Callable[[list[str]], dict[str, Entity]] | None = None) -> dict[str, Any]:
+        """The Notification body for changes this subscription matched (in order); ``fetch`` finds
+        linked entities for ``join``. ``notifiedAt`` is added when it is sent."""
         renderer = self.renderer()
-        body = notification_body(self.id, [self.render_entity(renderer, change) for change, _ in changes])
+        rendered = [self.render_entity(renderer, change, reason) for change, reason in changes]
+        roots = [self._picked(change.after) for change, _ in changes if change.after is not None]
+        if self.join != "@none" and fetch is not None and len(roots) == len(rendered):
+            rendered = _run_sync(renderer.joined(roots, _async(fetch), join=self.join, level=self.join_level, rendered=rendered))
+        body = notification_body(self.id, rendered)
         if changes:
             body["triggerReason"] = changes[-1][1]
         return body
@@ -158,35 +179,121 @@ class Subscription:
             return entity
         return dict(entity, attrs={k: v for k, v in entity["attrs"].items() if k in self.attributes})  # type: ignore[return-value]
 
-    def render_entity(self, renderer: Renderer, change: Change) -> dict[str, Any]:
-        if change.after is None:
-            assert change.before is not None
-            return {"id": change.before["id"], "type": renderer.compact_types(change.before["type"]), "deletedAt": change.at}
-        entity = self._picked(change.after)
+    def render_entity(self, renderer: Renderer, change: Change, reason: str = "") -> dict[str, Any]:
+        """One entity of a notification: its state after the change, with the attributes (or
+        datasets) the change deleted shown as NGSI-LD null, and with ``showChanges`` the previous values."""
+        before, after = change.before, change.after
+        if after is None:
+            assert before is not None
+            out: dict[str, Any] = {"id": before["id"], "type": renderer.compact_types(before["type"])}
+            if self.sys_attrs:
+                out.update(createdAt=before["createdAt"], modifiedAt=before["modifiedAt"])
+            out["deletedAt"] = change.at
+            if reason == "attributeDeleted" or self.show_changes:
+                names = before["attrs"].keys() if self.watched is None else before["attrs"].keys() & self.watched
+                ghost = dict(before, attrs={n: [_deleted(i, change.at, self.sys_attrs, whole_entity=True) for i in before["attrs"][n]] for n in names})
+                out.update({k: v for k, v in renderer.entity(self._picked(ghost)).items() if k not in ("id", "type", "createdAt", "modifiedAt")})
+                self._show_previous(renderer, out, before["attrs"], ghost["attrs"])
+            return out
+        entity = after
+        if before is not None:
+            attrs = dict(after["attrs"])
+            for name, instances in before["attrs"].items():
+                gone = [i for i in instances if i.get("datasetId") not in _datasets(attrs.get(name))]
+                if gone:
+                    attrs[name] = [*attrs.get(name, []), *(_deleted(i, change.at, self.sys_attrs) for i in gone)]
+            entity = dict(after, attrs=attrs)
+        entity = self._picked(entity)
         out = renderer.entity(entity)
-        if self.show_changes and change.before is not None and self.format == "normalized":
-            for iri, instances in entity["attrs"].items():
-                previous = change.before["attrs"].get(iri)
-                name = self.terms.compact(iri)
-                if previous and _values(previous) != _values(instances) and isinstance(out.get(name), dict):
-                    old = previous[0]
-                    if "value" in old:
-                        out[name]["previousValue"] = old["value"]
-                    elif "object" in old:
-                        out[name]["previousObject"] = old["object"]
+        if self.show_changes and before is not None:
+            self._show_previous(renderer, out, before["attrs"], entity["attrs"])
         return out
 
-    def render(self, status: dict[str, Any]) -> dict[str, Any]:
-        """The subscription as GET /subscriptions shows it: the payload with live status fields."""
+    def _show_previous(self, renderer: Renderer, out: dict[str, Any], before: dict[str, Any], now: dict[str, Any]) -> None:
+        for iri, instances in now.items():
+            previous = before.get(iri)
+            name = renderer.terms.compact(iri)
+            target = out.get(name)
+            if not previous or _values(previous) == _values(instances) or not isinstance(target, dict):
+                continue
+            old = previous[0]
+            member = DATA_MEMBER.get(old.get("type", "Property"), "value")
+            if member in old:
+                target["previous" + member[0].upper() + member[1:]] = renderer.key_value(old) if member == "vocab" else old[member]
+
+    def render(self, status: dict[str, Any], terms: TermMap | None = None) -> dict[str, Any]:
+        """The subscription as GET /subscriptions shows it: what was sent, names compacted with the
+        reader's @context (``terms``), and the live status fields."""
         body = {k: v for k, v in self.payload.items() if k != "@context"}
+        if terms is not None and terms is not self.terms:
+            body = _recompacted(body, self.terms, terms)
         body["id"] = self.id
         body["type"] = "Subscription"
-        body["isActive"] = self.active
         body["status"] = self.status()
         notification = dict(body.get("notification", {}))
         notification.update({k: v for k, v in status.items() if v is not None})
         body["notification"] = notification
         return body
+
+
+def _recompacted(body: dict[str, Any], source: TermMap, target: TermMap) -> dict[str, Any]:
+    def names(values: Any) -> Any:
+        return [target.compact(source.expand(v)) for v in values] if isinstance(values, list) else values
+
+    body = dict(body)
+    if isinstance(body.get("entities"), list):
+        body["entities"] = [
+            {**e, "type": target.compact(source.expand(e["type"]))} if isinstance(e, dict) and isinstance(e.get("type"), str) and not
+            any(c in e["type"] for c in ",;|()") else e for e in body["entities"]
+        ]  # fmt: skip
+    if "watchedAttributes" in body:
+        body["watchedAttributes"] = names(body["watchedAttributes"])
+    if isinstance(body.get("notification"), dict) and "attributes" in body["notification"]:
+        body["notification"] = {**body["notification"], "attributes": names(body["notification"]["attributes"])}
+    return body
+
+
+def _datasets(instances: list[Instance] | None) -> set[str | None]:
+    return {i.get("datasetId") for i in instances or ()}
+
+
+def _changed_kept(before: list[Instance], after: list[Instance]) -> bool:
+    """Whether an attribute that stayed changed: an instance's value, or a dataset added (a
+    dataset only going away is a deletion, not an update)."""
+    previous = {i.get("datasetId"): i for i in before}
+    for instance in after:
+        old = previous.get(instance.get("datasetId"))
+        if old is None or _values([old]) != _values([instance]):
+            return True
+    return False
+
+
+def _deleted(instance: Instance, at: str, sys_attrs: bool, *, whole_entity: bool = False) -> Instance:
+    """How a notification shows a deleted attribute instance: NGSI-LD null, with (for sysAttrs)
+    the instance's system times and deletedAt."""
+    deleted = {k: v for k, v in deletion_instance(instance, at).items() if k != "deletedAt"}
+    if whole_entity and deleted.get("type") == "LanguageProperty":
+        deleted["languageMap"] = NULL  # the whole entity went: no language is left to map
+    if sys_attrs:
+        deleted.update({k: instance[k] for k in ("createdAt", "modifiedAt") if k in instance}, deletedAt=at)
+    return deleted
+
+
+def _async(fetch: Callable[[list[str]], dict[str, Entity]]) -> Callable[[list[str]], Any]:
+    async def fetched(ids: list[str]) -> dict[str, Entity]:
+        return fetch(ids)
+
+    return fetched
+
+
+def _run_sync(coroutine: Any) -> Any:
+    """Run a coroutine that never waits (its awaits all complete at once) to its result."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("the coroutine waited; it cannot run synchronously")
 
 
 def notification_body(subscription_id: str, data: list[dict[str, Any]]) -> dict[str, Any]:
@@ -198,11 +305,19 @@ def _values(instances: list[dict[str, Any]]) -> list[Any]:
 
 
 def parse_subscription(
-    body: Any, terms: TermMap, context: Any, *, subscription_id: str | None = None, existing: Subscription | None = None
+    body: Any,
+    terms: TermMap,
+    context: Any,
+    *,
+    subscription_id: str | None = None,
+    existing: Subscription | None = None,
+    notify_terms: TermMap | None = None,
 ) -> Subscription:
-    """Validate a subscription payload (or, with ``existing``, a fragment merged over it)."""
+    """Validate a subscription payload (or, with ``existing``, a fragment merged over it).
+    ``notify_terms``: its jsonldContext, resolved."""
     if not isinstance(body, dict):
         raise BadRequestData("a subscription must be a JSON object")
+    changed = set(body) if subscription_id is None or existing is not None else set()  # members the client sends now
     if existing is not None:
         merged = dict(existing.payload)
         for key, value in body.items():
@@ -216,7 +331,7 @@ def parse_subscription(
         raise BadRequestData(f"unknown subscription members: {', '.join(sorted(unknown))}")
     if body.get("type", "Subscription") != "Subscription":
         raise BadRequestData('a subscription has "type": "Subscription"')
-    sid = subscription_id or body.get("id") or f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"
+    sid = subscription_id or (body["id"] if "id" in body else f"urn:ngsi-ld:Subscription:{uuid.uuid4()}")
     check_entity_id(sid, "subscription id")
     selectors = _selectors(body.get("entities"), terms)
     watched = _names(body.get("watchedAttributes"), "watchedAttributes", terms)
@@ -232,7 +347,7 @@ def parse_subscription(
     if body.get("q") is not None:
         if not isinstance(body["q"], str):
             raise BadRequestData("q must be a string")
-        q = parse_q(body["q"], terms)
+        q = parse_q(unquote(body["q"]), terms)  # as in a URL: some clients send it percent-encoded
     scope = None
     if body.get("scopeQ") is not None:
         if not isinstance(body["scopeQ"], str):
@@ -250,15 +365,39 @@ def parse_subscription(
     fmt = "keyValues" if fmt == "simplified" else fmt
     if fmt not in FORMATS:
         raise BadRequestData(f"notification.format must be normalized, concise or keyValues, got {fmt!r}")
+    if notification.get("showChanges") and fmt != "normalized":
+        raise BadRequestData("showChanges needs the normalized format: the other formats have no place for previous values")
+    pick, omit = _members(notification.get("pick"), "pick"), _members(notification.get("omit"), "omit")
+    if pick is not None and omit is not None and pick.keys() & omit.keys():
+        raise BadRequestData("notification.pick and notification.omit name the same member")
+    if attributes is not None and (pick is not None or omit is not None):
+        raise BadRequestData("notification.attributes cannot be combined with pick or omit")
+    join = notification.get("join", "@none")
+    if join not in ("inline", "flat", "@none"):
+        raise BadRequestData(f"notification.join must be inline, flat or @none, got {join!r}")
+    join_level = notification.get("joinLevel", 1)
+    if isinstance(join_level, bool) or not isinstance(join_level, int) or not 1 <= join_level <= 8:
+        raise BadRequestData("notification.joinLevel must be an integer from 1 to 8")
+    datasets = None
+    if body.get("datasetId") is not None:
+        ids = body["datasetId"] if isinstance(body["datasetId"], list) else [body["datasetId"]]
+        if not ids:
+            raise BadRequestData("datasetId must name at least one dataset")
+        datasets = frozenset(None if i == "@none" else check_entity_id(i, "datasetId") for i in ids)
+    jsonld_context = body.get("jsonldContext")
+    if jsonld_context is not None and (not isinstance(jsonld_context, str) or not looks_like_iri(jsonld_context)):
+        raise BadRequestData(f"jsonldContext must be the URL of an @context, got {jsonld_context!r}")
     endpoint = _endpoint(notification.get("endpoint"))
     expires_at = body.get("expiresAt")
     if expires_at is not None and not is_datetime(expires_at):
         raise BadRequestData(f"expiresAt must be an ISO 8601 DateTime, got {expires_at!r}")
+    if expires_at is not None and "expiresAt" in changed and parse_datetime(expires_at).timestamp() <= time.time():
+        raise BadRequestData(f"expiresAt {expires_at} is in the past")
     active = body.get("isActive", True)
     if not isinstance(active, bool):
         raise BadRequestData("isActive must be true or false")
     payload = {k: v for k, v in body.items() if k not in ("status", "createdAt", "modifiedAt")}
-    payload["notification"] = {k: v for k, v in notification.items() if k in ("attributes", "format", "sysAttrs", "showChanges", "endpoint")}
+    payload["notification"] = {k: v for k, v in notification.items() if k not in _STATUS_MEMBERS}
     return Subscription(
         id=sid,
         payload=payload,
@@ -277,7 +416,24 @@ def parse_subscription(
         throttling=_positive(body.get("throttling"), "throttling") or 0.0,
         time_interval=time_interval,
         lang=body.get("lang") if isinstance(body.get("lang"), str) else None,
+        datasets=datasets,
+        pick=pick,
+        omit=omit,
+        join=join,
+        join_level=join_level,
+        jsonld_context=jsonld_context,
+        notify_terms=notify_terms,
     )
+
+
+def _members(value: Any, what: str) -> MemberTree | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequestData(f"notification.{what} must name at least one member")
+    return parse_members(value, f"notification.{what}")
 
 
 def _selectors(entities: Any, terms: TermMap) -> tuple[Selector, ...] | None:

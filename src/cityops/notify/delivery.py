@@ -54,19 +54,29 @@ def message_for(subscription: Subscription, tenant: str, body: bytes, notified_a
     """The body as stored (without ``notifiedAt``) becomes the body sent: the time is added, and the
     @context when the receiver accepts JSON-LD; otherwise a Link header carries the context."""
     endpoint = subscription.endpoint
+    context = subscription.notification_context
     extra = b'{"notifiedAt":' + orjson.dumps(notified_at)
     headers: dict[str, str] = {}
     if endpoint.accept == "application/ld+json":
-        extra += b',"@context":' + orjson.dumps(subscription.context if subscription.context is not None else CORE_CONTEXT_URL)
+        member = orjson.dumps(context if context is not None else CORE_CONTEXT_URL)
+        extra += b',"@context":' + member
+        body = _with_context_in_data(body, member)
         headers["Content-Type"] = "application/ld+json"
     else:
         headers["Content-Type"] = "application/json"
-        headers["Link"] = link_header(context_url(subscription.context))
+        headers["Link"] = link_header(context_url(context))
     if tenant:
         headers["NGSILD-Tenant"] = tenant
     for item in endpoint.receiver_info:
         headers[item["key"]] = item["value"]
     return Message(extra + b"," + body[1:] if body != b"{}" else extra + b"}", headers)
+
+
+def _with_context_in_data(body: bytes, context: bytes) -> bytes:
+    """Each entity of a JSON-LD notification carries the @context too, as JSON-LD entities do."""
+    document = orjson.loads(body)
+    document["data"] = [{**entity, "@context": orjson.loads(context)} for entity in document.get("data", [])]
+    return orjson.dumps(document)
 
 
 class HttpSender:

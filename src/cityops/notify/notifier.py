@@ -9,20 +9,18 @@ after a crash a notification may be delivered twice, never lost.
 
 Periodic (``timeInterval``) subscriptions are served by a timer each, through the same channels.
 
-In a server with several worker processes exactly one notifier runs: the one holding the lock file
-next to the database; the others wait to take over.
+In a server with several worker processes exactly one notifier delivers (see ``cityops.leader``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import replace
+from typing import Any
 
 import orjson
 
@@ -40,7 +38,6 @@ CHANNEL_MEMORY = 256  # notifications a channel holds in memory; later ones wait
 DISPATCH_BATCH = 5000
 POLL_SECONDS = 0.05  # how often the outbox is looked at when no local change wakes the notifier
 FLUSH_DELAY = 0.02  # deliveries are recorded in batches gathered over this long
-LOCK_RETRY_SECONDS = 2.0
 
 
 class Channel:
@@ -146,11 +143,10 @@ class Notifier:
         self._wake = asyncio.Event()
         self._flush_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._lock_file: int | None = None
-        self.active = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Start delivering (in the process that leads; see ``cityops.leader``)."""
         self._tasks.append(asyncio.create_task(self._serve(), name="notifier"))
 
     async def stop(self) -> None:
@@ -162,9 +158,11 @@ class Notifier:
         await self._flush()
         await self.http.close()
         await self.mqtt.close()
-        if self._lock_file is not None:
-            os.close(self._lock_file)
-            self._lock_file = None
+
+    def live_status(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
+        """The delivery status this process holds (newer than the stored one), if it delivers to that subscription."""
+        channel = self.channels.get((tenant, subscription_id))
+        return channel.status.to_json() if channel is not None else None
 
     def wake(self) -> None:
         self._wake.set()
@@ -173,23 +171,7 @@ class Notifier:
         """Bus consumer: committed changes may have left notifications in the outbox."""
         self._wake.set()
 
-    def _take_lock(self) -> bool:
-        path = getattr(self.store, "path", ":memory:")
-        if str(path) == ":memory:":
-            return True
-        if self._lock_file is None:
-            self._lock_file = os.open(f"{path}.notifier.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
     async def _serve(self) -> None:
-        while not self._take_lock():
-            await asyncio.sleep(LOCK_RETRY_SECONDS)
-        self.active = True
-        log.info("notify: this process delivers notifications (pid %d)", os.getpid())
         self._tasks.append(asyncio.create_task(self._flusher(), name="notifier-flush"))
         while True:
             try:

@@ -21,7 +21,7 @@ from ..hub.changes import Change
 from ..hub.context import TermMap
 from ..hub.errors import NgsiError
 from ..hub.subscription import Subscription, parse_subscription
-from ..store.contract import SubscriptionChanges, SubscriptionRecord
+from ..store.contract import HookReads, SubscriptionChanges, SubscriptionRecord
 
 log = logging.getLogger("cityops.notify")
 
@@ -58,7 +58,10 @@ def subscription_of(record: SubscriptionRecord) -> Subscription | None:
     if record.payload is None or record.terms is None:
         return None
     try:
-        return parse_subscription(record.payload, TermMap.from_document(record.terms), record.context, subscription_id=record.id)
+        notify_terms = TermMap.from_document(record.notify_terms) if record.notify_terms else None
+        return parse_subscription(
+            record.payload, TermMap.from_document(record.terms), record.context, subscription_id=record.id, notify_terms=notify_terms
+        )
     except NgsiError as error:  # stored by an older version with other rules: it cannot match anything
         log.error("notify: stored subscription %s is no longer valid and is ignored: %s", record.id, error.detail)
         return None
@@ -97,12 +100,12 @@ class SubscriptionRegistry:
         version, records = changes(self.index(tenant).version)
         return self.catch_up(tenant, version, records)
 
-    def owed(self, tenant: str, changes: list[Change], subscription_changes: SubscriptionChanges) -> list[tuple[str, bytes]]:
+    def owed(self, tenant: str, changes: list[Change], reads: HookReads) -> list[tuple[str, bytes]]:
         """The write hook: (subscription id, notification body) for every subscription these changes
         concern, one notification per subscription holding its changes in order."""
         if not changes:
             return []
-        index = self.refresh(tenant, subscription_changes)
+        index = self.refresh(tenant, reads.subscription_changes)
         if not index.subscriptions:
             return []
         now = time.time()
@@ -123,7 +126,7 @@ class SubscriptionRegistry:
                     continue
                 self._last_sent[key] = now
             try:
-                body = subscription.notification(found)
+                body = subscription.notification(found, reads.entities)
             except Exception:  # a subscription that cannot render must not stop the change it watches
                 log.exception("notify: subscription %s could not render a notification", subscription_id)
                 continue

@@ -52,6 +52,7 @@ class SubscriptionRecord:
     payload: dict[str, Any] | None  # None: the subscription was deleted
     context: Any
     terms: dict[str, Any] | None
+    notify_terms: dict[str, Any] | None = None  # its jsonldContext resolved, when it has one
     created: float = 0.0
     modified: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)  # delivery status: timesSent, lastSuccess, ...
@@ -60,9 +61,20 @@ class SubscriptionRecord:
 # Given the last subscription version a caller knows, the current version and every subscription
 # changed (or deleted) since.
 SubscriptionChanges = Callable[[int], tuple[int, list[SubscriptionRecord]]]
+
+
+class HookReads(Protocol):
+    """What a write hook may read inside the transaction it runs in."""
+
+    def subscription_changes(self, since: int) -> tuple[int, list[SubscriptionRecord]]: ...
+
+    def entities(self, entity_ids: list[str]) -> dict[str, Entity]:
+        """The named entities that exist (as committed before this unit of work)."""
+
+
 # Called inside the transaction of each unit of work with its changes; returns the notifications
 # owed, (subscription id, body), which are committed with the changes.
-WriteHook = Callable[[str, list[Change], SubscriptionChanges], list[tuple[str, bytes]]]
+WriteHook = Callable[[str, list[Change], HookReads], list[tuple[str, bytes]]]
 
 
 class Store(Protocol):

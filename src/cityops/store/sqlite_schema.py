@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS history (
     observed REAL NOT NULL, created REAL NOT NULL, modified REAL NOT NULL, deleted REAL, dataset TEXT, num REAL, doc BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS history_entity ON history (tid, attr_id, observed);
 CREATE TABLE IF NOT EXISTS subscriptions (
-    id TEXT PRIMARY KEY, version INTEGER NOT NULL, payload BLOB, context BLOB, terms TEXT, created REAL NOT NULL,
+    id TEXT PRIMARY KEY, version INTEGER NOT NULL, payload BLOB, context BLOB, terms TEXT, notify_terms TEXT, created REAL NOT NULL,
     modified REAL NOT NULL, status BLOB NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS subscriptions_version ON subscriptions (version);
 CREATE TABLE IF NOT EXISTS term_maps (key TEXT PRIMARY KEY, doc BLOB NOT NULL);

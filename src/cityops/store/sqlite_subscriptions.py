@@ -12,7 +12,10 @@ import orjson
 from ..hub.errors import AlreadyExists, ResourceNotFound
 from .contract import SubscriptionRecord
 
-_COLUMNS = "id, payload, context, (SELECT doc FROM term_maps WHERE key = s.terms), created, modified, status"
+_COLUMNS = (
+    "id, payload, context, (SELECT doc FROM term_maps WHERE key = s.terms), (SELECT doc FROM term_maps WHERE key = s.notify_terms), "
+    "created, modified, status"
+)
 
 
 def current_version(connection: sqlite3.Connection) -> int:
@@ -28,12 +31,13 @@ def changes_since(connection: sqlite3.Connection, since: int) -> tuple[int, list
 
 
 def _record(row: tuple[Any, ...]) -> SubscriptionRecord:
-    sid, payload, context, terms_doc, created, modified, status = row
+    sid, payload, context, terms_doc, notify_terms_doc, created, modified, status = row
     return SubscriptionRecord(
         id=sid,
         payload=orjson.loads(payload) if payload is not None else None,
         context=orjson.loads(context) if context is not None else None,
         terms=orjson.loads(terms_doc) if terms_doc is not None else None,
+        notify_terms=orjson.loads(notify_terms_doc) if notify_terms_doc is not None else None,
         created=created,
         modified=modified,
         status=orjson.loads(status),
@@ -59,20 +63,26 @@ def save(connection: sqlite3.Connection, record: SubscriptionRecord, *, new: boo
         raise AlreadyExists(f"subscription {record.id} already exists", instance=record.id)
     if not new and not existing:
         raise ResourceNotFound(f"no subscription {record.id}", instance=record.id)
-    terms_key = None
-    if record.terms is not None:
-        doc = orjson.dumps(record.terms, option=orjson.OPT_SORT_KEYS)
-        terms_key = hashlib.sha256(doc).hexdigest()
-        connection.execute("INSERT OR IGNORE INTO term_maps (key, doc) VALUES (?, ?)", (terms_key, doc))
     created = existing[0] if existing else record.created
     connection.execute(
-        "INSERT INTO subscriptions (id, version, payload, context, terms, created, modified, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (id) DO UPDATE SET version = excluded.version, payload = excluded.payload, context = excluded.context, "
-        "terms = excluded.terms, modified = excluded.modified"
+        "INSERT INTO subscriptions (id, version, payload, context, terms, notify_terms, created, modified, status) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version, payload = excluded.payload, "
+        "context = excluded.context, terms = excluded.terms, notify_terms = excluded.notify_terms, modified = excluded.modified"
         + (", created = excluded.created, status = excluded.status" if new else ""),
-        (record.id, current_version(connection) + 1, orjson.dumps(record.payload), orjson.dumps(record.context), terms_key,
-         created, record.modified, orjson.dumps(record.status)),
+        (record.id, current_version(connection) + 1, orjson.dumps(record.payload), orjson.dumps(record.context),
+         _term_map_key(connection, record.terms), _term_map_key(connection, record.notify_terms), created, record.modified,
+         orjson.dumps(record.status)),
     )  # fmt: skip
+
+
+def _term_map_key(connection: sqlite3.Connection, term_map: dict[str, Any] | None) -> str | None:
+    """Keep a resolved @context once, however many subscriptions use it; its key."""
+    if term_map is None:
+        return None
+    doc = orjson.dumps(term_map, option=orjson.OPT_SORT_KEYS)
+    key = hashlib.sha256(doc).hexdigest()
+    connection.execute("INSERT OR IGNORE INTO term_maps (key, doc) VALUES (?, ?)", (key, doc))
+    return key
 
 
 def delete(connection: sqlite3.Connection, subscription_id: str) -> None:
@@ -80,7 +90,7 @@ def delete(connection: sqlite3.Connection, subscription_id: str) -> None:
         raise ResourceNotFound(f"no subscription {subscription_id}", instance=subscription_id)
     # The row stays without its payload so that every process sees the deletion as a newer version.
     connection.execute(
-        "UPDATE subscriptions SET payload = NULL, context = NULL, terms = NULL, status = '{}', version = ? WHERE id = ?",
+        "UPDATE subscriptions SET payload = NULL, context = NULL, terms = NULL, notify_terms = NULL, status = '{}', version = ? WHERE id = ?",
         (current_version(connection) + 1, subscription_id),
     )
     connection.execute("DELETE FROM outbox WHERE subscription = ?", (subscription_id,))

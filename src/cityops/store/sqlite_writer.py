@@ -136,8 +136,12 @@ class Writer:
         result, _ = await self._submit(_Job([], None, tenant, *self._loop_future(), call=call))
         return result
 
-    def _subscription_changes(self, since: int) -> tuple[int, list[SubscriptionRecord]]:
+    # -- what write hooks read (contract.HookReads) ---------------------------------------------
+    def subscription_changes(self, since: int) -> tuple[int, list[SubscriptionRecord]]:
         return subscription_sql.changes_since(self.connection, since)
+
+    def entities(self, entity_ids: list[str]) -> dict[str, Entity]:
+        return {k: v for k, v in self.get_many(entity_ids).items() if v is not None}
 
     @staticmethod
     def _loop_future() -> tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]:
@@ -244,7 +248,7 @@ class Writer:
                     current = self.get_many(job.entity_ids)
                     writes = WriteSet(job.tenant)
                     result = job.work(current, writes)
-                    owed = [row for hook in self.hooks for row in hook(job.tenant, writes.changes, self._subscription_changes)]
+                    owed = [row for hook in self.hooks for row in hook(job.tenant, writes.changes, self)]
                 except BaseException as error:  # the unit refused (NgsiError) or failed: nothing of it was applied
                     job.settle(error=error)
                     continue
