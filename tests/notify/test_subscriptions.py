@@ -54,7 +54,8 @@ def test_created_subscription_reads_back_with_its_status(api: Api, receiver: Rec
     assert found["status"] == "active" and "isActive" not in found  # shown as sent: it was not
     assert found["watchedAttributes"] == ["status"] and found["q"] == "range>10"
     assert found["notification"]["endpoint"]["uri"] == receiver.url
-    assert found["notification"]["timesSent"] == 0
+    assert "timesSent" not in found["notification"]  # no attempt yet
+    assert found["notificationTrigger"] == ["attributeCreated", "attributeUpdated"]  # the default, shown
 
 
 def test_duplicate_unknown_and_invalid_subscriptions_are_refused_precisely(api: Api, receiver: Receiver) -> None:

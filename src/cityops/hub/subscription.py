@@ -95,6 +95,17 @@ class Subscription:
         """The @context notifications are compacted with (and sent with)."""
         return self.jsonld_context if self.jsonld_context is not None else self.context
 
+    def entity_ids(self) -> set[str] | None:
+        """The entity ids this subscription is limited to (None: not limited to named ids)."""
+        if self.filter.selectors is None:
+            return None
+        ids: set[str] = set()
+        for selector in self.filter.selectors:
+            if selector.ids is None:
+                return None
+            ids.update(selector.ids)
+        return ids
+
     def type_keys(self) -> set[str] | None:
         """The entity types this subscription can concern (None: any), for indexing."""
         if self.filter.selectors is None:
@@ -191,17 +202,21 @@ class Subscription:
             out["deletedAt"] = change.at
             if reason == "attributeDeleted" or self.show_changes:
                 names = before["attrs"].keys() if self.watched is None else before["attrs"].keys() & self.watched
-                ghost = dict(before, attrs={n: [_deleted(i, change.at, self.sys_attrs, whole_entity=True) for i in before["attrs"][n]] for n in names})
+                ghost = dict(before, attrs={n: [_deleted(_first(before["attrs"][n]), change.at, self.sys_attrs, whole_entity=True)] for n in names})
                 out.update({k: v for k, v in renderer.entity(self._picked(ghost)).items() if k not in ("id", "type", "createdAt", "modifiedAt")})
-                self._show_previous(renderer, out, before["attrs"], ghost["attrs"])
+                if self.show_changes:
+                    self._show_previous(renderer, out, before["attrs"], ghost["attrs"])
             return out
         entity = after
         if before is not None:
             attrs = dict(after["attrs"])
             for name, instances in before["attrs"].items():
-                gone = [i for i in instances if i.get("datasetId") not in _datasets(attrs.get(name))]
+                if name not in attrs:  # the whole attribute went: one null stands for it
+                    attrs[name] = [_deleted(_first(instances), change.at, self.sys_attrs)]
+                    continue
+                gone = [i for i in instances if i.get("datasetId") not in _datasets(attrs[name])]
                 if gone:
-                    attrs[name] = [*attrs.get(name, []), *(_deleted(i, change.at, self.sys_attrs) for i in gone)]
+                    attrs[name] = [*attrs[name], *(_deleted(i, change.at, self.sys_attrs) for i in gone)]
             entity = dict(after, attrs=attrs)
         entity = self._picked(entity)
         out = renderer.entity(entity)
@@ -229,6 +244,7 @@ class Subscription:
             body = _recompacted(body, self.terms, terms)
         body["id"] = self.id
         body["type"] = "Subscription"
+        body.setdefault("notificationTrigger", list(DEFAULT_TRIGGERS))
         body["status"] = self.status()
         notification = dict(body.get("notification", {}))
         notification.update({k: v for k, v in status.items() if v is not None})
@@ -251,6 +267,12 @@ def _recompacted(body: dict[str, Any], source: TermMap, target: TermMap) -> dict
     if isinstance(body.get("notification"), dict) and "attributes" in body["notification"]:
         body["notification"] = {**body["notification"], "attributes": names(body["notification"]["attributes"])}
     return body
+
+
+def _first(instances: list[Instance]) -> Instance:
+    """The default instance of an attribute (the first when all have a datasetId), without its datasetId."""
+    chosen = next((i for i in instances if "datasetId" not in i), instances[0])
+    return {k: v for k, v in chosen.items() if k != "datasetId"}
 
 
 def _datasets(instances: list[Instance] | None) -> set[str | None]:

@@ -30,23 +30,34 @@ ANY_TYPE = ""
 
 @dataclass(frozen=True)
 class TenantIndex:
+    """A tenant's subscriptions, indexed so that a change is checked only against those that may
+    concern it: by entity id (subscriptions naming ids), else by entity type, else for every type."""
+
     version: int = 0
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    by_id: dict[str, tuple[Subscription, ...]] = field(default_factory=dict)
     by_type: dict[str, tuple[Subscription, ...]] = field(default_factory=dict)  # ANY_TYPE: subscriptions for every type
 
     @classmethod
     def of(cls, version: int, subscriptions: dict[str, Subscription]) -> TenantIndex:
+        by_id: dict[str, list[Subscription]] = {}
         by_type: dict[str, list[Subscription]] = {}
         for subscription in subscriptions.values():
+            ids = subscription.entity_ids()
+            if ids is not None:
+                for entity_id in ids:
+                    by_id.setdefault(entity_id, []).append(subscription)
+                continue
             for key in subscription.type_keys() or {ANY_TYPE}:
                 by_type.setdefault(key, []).append(subscription)
-        return cls(version, subscriptions, {k: tuple(v) for k, v in by_type.items()})
+        return cls(version, subscriptions, {k: tuple(v) for k, v in by_id.items()}, {k: tuple(v) for k, v in by_type.items()})
 
-    def candidates(self, types: list[str]) -> list[Subscription]:
+    def candidates(self, entity_id: str, types: list[str]) -> list[Subscription]:
+        named = self.by_id.get(entity_id, ())
         anytype = self.by_type.get(ANY_TYPE, ())
-        if len(types) == 1 and not anytype:
+        if len(types) == 1 and not anytype and not named:
             return list(self.by_type.get(types[0], ()))
-        found: dict[str, Subscription] = {s.id: s for s in anytype}
+        found: dict[str, Subscription] = {s.id: s for s in (*named, *anytype)}
         for entity_type in types:
             for subscription in self.by_type.get(entity_type, ()):
                 found[subscription.id] = subscription
@@ -113,7 +124,7 @@ class SubscriptionRegistry:
         for change in changes:
             entity = change.after if change.after is not None else change.before
             assert entity is not None
-            for subscription in index.candidates(entity["type"]):
+            for subscription in index.candidates(entity["id"], entity["type"]):
                 reason = subscription.reason(change, now)
                 if reason is not None:
                     matched.setdefault(subscription.id, []).append((change, reason))

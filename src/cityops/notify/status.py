@@ -31,8 +31,9 @@ class DeliveryStatus:
         )
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"timesSent": self.times_sent}
-        if self.times_sent:
+        body: dict[str, Any] = {}
+        if self.times_sent:  # nothing until a first attempt: no zero counters
+            body["timesSent"] = self.times_sent
             body["status"] = "failed" if self.consecutive_errors else "ok"
         optional = {
             "timesFailed": self.times_failed or None,

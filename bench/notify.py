@@ -1,0 +1,222 @@
+"""The notification benchmark: changes in, notifications out, measured at a real HTTP receiver.
+
+``python -m bench.notify`` starts ``cityops serve`` (fresh SQLite database, as ``bench.hub``) and
+``bench.receiver`` (a raw asyncio HTTP server in its own process), then:
+
+1. loads ``--entities`` (1,000) ``Sensor`` entities and makes ``--subscriptions`` (1,000) active
+   subscriptions, subscription i watching entity i (``entities: [{id, type}]``, keyValues,
+   ``attributes: [sentAt]``), all notifying the receiver over HTTP;
+2. **throughput**: for ``--duration`` seconds, batch updates (``POST /entityOperations/update``,
+   every entity a request, so each request owes one notification to every subscription), closed
+   loop; then waits until the receiver has every notification owed. Notifications per second =
+   notifications received / time from the first update to the last notification received;
+3. **latency**: for ``--duration`` seconds, ``PATCH /entities/{id}/attrs`` of one random entity at
+   ``--rate`` (1,000) per second, open loop, each carrying its send time (``sentAt``, epoch ns);
+   the receiver computes update sent → notification received for every one (p50/p95/p99).
+
+The receiver also counts notifications that arrive out of order per entity (must be 0).
+Targets (issue 3): >= 5,000 notifications/s with 1,000 subscriptions; p99 <= 100 ms at 1,000 updates/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from .hub import HOST, Server, free_port, git
+from .loadgen import LoadSpec, fetch_sync, http_request, run_load
+
+ENTITY_TYPE = "Sensor"
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def entity_id(index: int) -> str:
+    return f"urn:ngsi-ld:Sensor:bench-{index:05d}"
+
+
+def sensor(index: int, sent_ns: int) -> dict[str, Any]:
+    return {
+        "id": entity_id(index),
+        "type": ENTITY_TYPE,
+        "reading": {"type": "Property", "value": index % 97},
+        "sentAt": {"type": "Property", "value": sent_ns},
+    }
+
+
+def subscription(index: int, receiver_url: str) -> dict[str, Any]:
+    return {
+        "id": f"urn:ngsi-ld:Subscription:bench-{index:05d}",
+        "type": "Subscription",
+        "entities": [{"id": entity_id(index), "type": ENTITY_TYPE}],
+        "notification": {"format": "keyValues", "attributes": ["sentAt"], "endpoint": {"uri": receiver_url, "accept": "application/json"}},
+    }
+
+
+class Receiver:
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.log = workdir / "receiver.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/notify"
+
+    def start(self) -> None:
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "bench.receiver", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                self.stats()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the receiver did not start")
+
+    def stats(self) -> dict[str, Any]:
+        return orjson.loads(fetch_sync(HOST, self.port, http_request("GET", "/stats", host=f"{HOST}:{self.port}"), 5).body)
+
+    def reset(self) -> None:
+        fetch_sync(HOST, self.port, http_request("POST", "/reset", host=f"{HOST}:{self.port}", body=b"{}"), 5)
+
+    def wait_for(self, entities: int, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        stats = self.stats()
+        while stats["entities"] < entities and time.monotonic() < deadline:
+            time.sleep(0.2)
+            stats = self.stats()
+        return stats
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def post(server: Server, target: str, body: Any, expected: tuple[int, ...]) -> None:
+    data = http_request("POST", target, host=server.host, body=orjson.dumps(body), headers=JSON_HEADERS)
+    response = fetch_sync(HOST, server.port, data, 120)
+    if response.status not in expected:
+        raise RuntimeError(f"POST {target} answered {response.status}: {response.body[:500]!r}")
+
+
+def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="cityops-bench-notify-"))
+    receiver = Receiver(workdir)
+    server = Server(workdir, workers=args.server_workers)
+    receiver.start()
+    server.start()
+    results: dict[str, Any] = {"revision": git("rev-parse", "--short", "HEAD"), "subscriptions": args.subscriptions, "entities": args.entities}
+    try:
+        post(server, "/ngsi-ld/v1/entityOperations/upsert", [sensor(i, 0) for i in range(args.entities)], (201, 204))
+        for i in range(args.subscriptions):
+            post(server, "/ngsi-ld/v1/subscriptions", subscription(i % args.entities, receiver.url), (201,))
+        console.print(f"loaded {args.entities} entities and {args.subscriptions} subscriptions; receiver on port {receiver.port}")
+
+        # -- throughput -------------------------------------------------------------------------
+        receiver.reset()
+        per_request = min(args.entities, args.subscriptions)
+
+        def batch(seq: int) -> bytes:
+            now = time.time_ns()
+            body = orjson.dumps([{"id": entity_id(i), "type": ENTITY_TYPE, "sentAt": {"type": "Property", "value": now}} for i in range(args.entities)])
+            return http_request("POST", "/ngsi-ld/v1/entityOperations/update", host=server.host, body=body, headers=JSON_HEADERS)
+
+        started = time.time_ns()
+        load = run_load(LoadSpec("batch update", HOST, server.port, batch, frozenset({204}), concurrency=2, duration=args.duration, warmup=0.0))
+        owed = load.sent * per_request
+        stats = receiver.wait_for(owed, timeout=max(60.0, args.duration * 6))
+        elapsed = (stats["last_ns"] - started) / 1e9
+        results["throughput"] = {
+            "updates_sent": load.sent,
+            "notifications_owed": owed,
+            "notifications_received": stats["entities"],
+            "notification_requests": stats["notifications"],
+            "seconds": round(elapsed, 2),
+            "per_second": round(stats["entities"] / elapsed, 1) if elapsed > 0 else 0.0,
+            "out_of_order": stats["out_of_order"],
+            "update_to_notification_ms": stats["delay_ms"],
+        }
+
+        # -- latency at a steady rate ------------------------------------------------------------
+        receiver.reset()
+        rng = random.Random(7)
+
+        def patch(seq: int) -> bytes:
+            body = orjson.dumps({"sentAt": {"type": "Property", "value": time.time_ns()}})
+            target = f"/ngsi-ld/v1/entities/{entity_id(rng.randrange(min(args.entities, args.subscriptions)))}/attrs"
+            return http_request("PATCH", target, host=server.host, body=body, headers=JSON_HEADERS)
+
+        load = run_load(
+            LoadSpec("patch", HOST, server.port, patch, frozenset({204}), concurrency=64, duration=args.duration, warmup=2.0, rate=args.rate)
+        )
+        stats = receiver.wait_for(load.sent, timeout=60)
+        results["latency"] = {
+            "rate": args.rate,
+            "updates_sent": load.sent,
+            "update_http_p99_ms": round(load.percentile_ms(99), 2),
+            "notifications_received": stats["entities"],
+            "out_of_order": stats["out_of_order"],
+            "update_to_notification_ms": stats["delay_ms"],
+        }
+    finally:
+        server.stop()
+        receiver.stop()
+    return results
+
+
+def report(results: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"notifications (revision {results['revision']}, {results['subscriptions']} subscriptions)")
+    for column in ("phase", "figure", "target", "verdict"):
+        table.add_column(column)
+    throughput = results["throughput"]
+    ok = throughput["per_second"] >= 5000 and throughput["notifications_received"] >= throughput["notifications_owed"]
+    table.add_row(
+        "throughput",
+        f"{throughput['per_second']:,.0f} notifications/s ({throughput['notifications_received']:,}/{throughput['notifications_owed']:,} "
+        f"delivered in {throughput['seconds']} s, {throughput['out_of_order']} out of order)",
+        ">= 5,000/s",
+        "met" if ok else "NOT met",
+    )
+    latency = results["latency"]
+    p99 = latency["update_to_notification_ms"]["p99"]
+    table.add_row(
+        f"latency @ {latency['rate']:.0f} updates/s",
+        f"p50 {latency['update_to_notification_ms']['p50']} ms, p95 {latency['update_to_notification_ms']['p95']} ms, p99 {p99} ms "
+        f"({latency['notifications_received']:,}/{latency['updates_sent']:,} received, {latency['out_of_order']} out of order)",
+        "p99 <= 100 ms",
+        "met" if p99 is not None and p99 <= 100 and latency["notifications_received"] >= latency["updates_sent"] else "NOT met",
+    )
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.notify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscriptions", type=int, default=1000)
+    parser.add_argument("--entities", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured phase")
+    parser.add_argument("--rate", type=float, default=1000.0, help="updates per second in the latency phase")
+    parser.add_argument("--server-workers", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    console = Console()
+    results = run(args, console)
+    report(results, console)
+    if args.json:
+        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
