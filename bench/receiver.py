@@ -34,7 +34,7 @@ class Stats:
         self.delays_ms: list[float] = []
         self.subscriptions: set[str] = set()
         self.out_of_order = 0
-        self._last_value: dict[str, float] = {}
+        self._last_value: dict[tuple[str, str], float] = {}
 
     def record(self, body: bytes) -> None:
         now = time.time_ns()
@@ -49,7 +49,7 @@ class Stats:
             sent = _sent_ns(entity)
             if sent is not None:
                 self.delays_ms.append((now - sent) / 1e6)
-                key = entity.get("id", "")
+                key = (notification.get("subscriptionId", ""), entity.get("id", ""))  # ordered per subscription
                 if sent < self._last_value.get(key, 0):
                     self.out_of_order += 1
                 self._last_value[key] = sent

@@ -89,6 +89,17 @@ class Receiver:
                 self._condition.wait(left)
             return list(self.received[:count])
 
+    def wait_for_data(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The first ``count`` entities notified (notifications waiting together arrive as one)."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while len(data := [e for r in self.received for e in r.body.get("data", ())]) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"expected {count} notified entities within {timeout} s, got {len(data)}")
+                self._condition.wait(left)
+            return data[:count]
+
     def quiet(self, seconds: float = 0.5) -> list[Received]:
         """Everything received once nothing more arrives for ``seconds``."""
         seen = -1

@@ -59,7 +59,7 @@ def test_receiver_down_for_30_seconds_gets_every_notification_in_order(tmp_path:
             set_reading(client, base, value)
             time.sleep(0.5)
         receiver.start()
-        receiver.wait_for(61, timeout=30)
+        receiver.wait_for_data(61, timeout=30)
         assert first_occurrences(readings(receiver)) == list(range(61))
         assert readings(receiver)[-1] == 60
     receiver.stop()
@@ -79,7 +79,7 @@ def test_kill_9_with_notifications_pending_loses_none(tmp_path: Path) -> None:
         server.wait()
     receiver.start()
     with serving(tmp_path / "hub.db", env=FAST_RETRIES, port=port) as (_, base):
-        receiver.wait_for(100, timeout=30)
+        receiver.wait_for_data(100, timeout=30)
         assert first_occurrences(readings(receiver)) == list(range(100))
         history = httpx.get(f"{base}/temporal/entities/urn:ngsi-ld:Meter:1").json()["reading"]
         assert [instance["value"] for instance in history] == list(range(100))
@@ -95,7 +95,7 @@ def test_a_subscription_made_through_one_worker_hears_changes_made_through_anoth
         for value in range(1, 40):
             with httpx.Client(timeout=5) as client:  # a new connection each: the kernel spreads them over both workers
                 set_reading(client, base, value)
-        receiver.wait_for(40, timeout=20)
+        receiver.wait_for_data(40, timeout=20)
         assert first_occurrences(readings(receiver)) == list(range(40))
     receiver.stop()
 

@@ -8,6 +8,7 @@ notification owed is recorded before the change is acknowledged.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import uuid
@@ -318,8 +319,13 @@ def _run_sync(coroutine: Any) -> Any:
     raise RuntimeError("the coroutine waited; it cannot run synchronously")
 
 
+_NOTIFICATION_IDS = itertools.count(1)
+_NOTIFICATION_PREFIX = f"urn:ngsi-ld:Notification:{uuid.uuid4().hex}-"  # unique to this process: ids cost a counter step
+
+
 def notification_body(subscription_id: str, data: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}", "type": "Notification", "subscriptionId": subscription_id, "data": data}
+    notification_id = f"{_NOTIFICATION_PREFIX}{next(_NOTIFICATION_IDS)}"
+    return {"id": notification_id, "type": "Notification", "subscriptionId": subscription_id, "data": data}
 
 
 def _values(instances: list[dict[str, Any]]) -> list[Any]:

@@ -12,10 +12,9 @@ import logging
 import ssl
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
 import aiomqtt
 import orjson
 
@@ -23,6 +22,10 @@ from ..hub.context import CORE_CONTEXT_URL, is_core_context_url, link_header
 from ..hub.subscription import Endpoint, Subscription
 
 log = logging.getLogger("cityops.notify")
+
+
+T = TypeVar("T")
+CONNECTIONS = 32  # connections at once to one receiver (kept alive; more senders wait their turn)
 
 
 class DeliveryFailed(Exception):
@@ -72,6 +75,30 @@ def message_for(subscription: Subscription, tenant: str, body: bytes, notified_a
     return Message(extra + b"," + body[1:] if body != b"{}" else extra + b"}", headers)
 
 
+def same_reason(waiting: list[tuple[T, bytes]]) -> list[tuple[T, bytes]]:
+    """The first notifications waiting that share the first one's trigger reason."""
+    first = _reason(waiting[0][1])
+    run = [waiting[0]]
+    for item in waiting[1:]:
+        if _reason(item[1]) != first:
+            break
+        run.append(item)
+    return run
+
+
+def _reason(body: bytes) -> Any:
+    return orjson.loads(body).get("triggerReason")
+
+
+def merged(bodies: list[bytes]) -> bytes:
+    """Notifications of one subscription (for one reason) waiting together, as one: the first's
+    id and reason, every entity in order."""
+    documents = [orjson.loads(body) for body in bodies]
+    first = documents[0]
+    first["data"] = [entity for document in documents for entity in document.get("data", ())]
+    return orjson.dumps(first)
+
+
 def _with_context_in_data(body: bytes, context: bytes) -> bytes:
     """Each entity of a JSON-LD notification carries the @context too, as JSON-LD entities do."""
     document = orjson.loads(body)
@@ -80,32 +107,95 @@ def _with_context_in_data(body: bytes, context: bytes) -> bytes:
 
 
 class HttpSender:
-    def __init__(self, timeout: float):
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+    """HTTP/1.1 POSTs over kept-alive connections, a small pool per receiver.
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, skip_auto_headers=("User-Agent",))
-        return self._session
+    Written on asyncio streams rather than a client library: a notification is one small request
+    whose answer only matters by its status, and the hub sends thousands a second from the same
+    event loop that serves the API, so each must cost little. Answers are read by Content-Length,
+    chunked, or to the end of the connection (HTTP/1.0 receivers)."""
+
+    def __init__(self, timeout: float):
+        self._timeout = timeout
+        self._idle: dict[tuple[str, str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        self._slots: dict[tuple[str, str, int], asyncio.Semaphore] = {}
+        self._tls: ssl.SSLContext | None = None
 
     async def send(self, endpoint: Endpoint, message: Message) -> None:
+        parts = urlsplit(endpoint.uri)
+        secure = parts.scheme == "https"
+        key = (parts.scheme, parts.hostname or "", parts.port or (443 if secure else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(message.body)}"]
+        lines += [f"{name}: {value}" for name, value in message.headers.items()]
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + message.body
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(CONNECTIONS)
         try:
-            async with self._client().post(endpoint.uri, data=message.body, headers=message.headers) as response:
-                await response.read()
-                if response.status >= 300:
-                    raise DeliveryFailed(f"the receiver answered HTTP {response.status} {response.reason or ''}".rstrip())
-        except DeliveryFailed:
-            raise
+            async with slots, asyncio.timeout(self._timeout):
+                status, reason = await self._exchange(key, secure, request)
         except TimeoutError:
             raise DeliveryFailed("the receiver did not answer in time") from None
-        except aiohttp.ClientError as error:
-            raise DeliveryFailed(f"could not reach the receiver: {error}") from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as error:
+            raise DeliveryFailed(f"could not reach the receiver: {error or type(error).__name__}") from None
+        if status >= 300:
+            raise DeliveryFailed(f"the receiver answered HTTP {status} {reason}".rstrip())
+
+    async def _exchange(self, key: tuple[str, str, int], secure: bool, request: bytes) -> tuple[int, str]:
+        idle = self._idle.setdefault(key, [])
+        while idle:  # a kept-alive connection the receiver may have closed meanwhile: try it, else a new one
+            reader, writer = idle.pop()
+            if writer.is_closing() or reader.at_eof():
+                writer.close()
+                continue
+            try:
+                return await self._over(key, reader, writer, request)
+            except (OSError, asyncio.IncompleteReadError):
+                writer.close()
+        if secure and self._tls is None:
+            self._tls = ssl.create_default_context()
+        reader, writer = await asyncio.open_connection(key[1], key[2], ssl=self._tls if secure else None, limit=1 << 20)
+        try:
+            return await self._over(key, reader, writer, request)
+        except BaseException:
+            writer.close()
+            raise
+
+    async def _over(self, key: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, str]:
+        writer.write(request)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        status_line, *header_lines = head.split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        status = int(code)
+        headers = {}
+        for line in header_lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip().lower()
+        keep = version == "HTTP/1.1" and headers.get("connection") != "close"
+        if "content-length" in headers:
+            await reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                await reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        elif status >= 200 and status not in (204, 304):
+            await reader.read()  # no length: the body ends with the connection
+            keep = False
+        if keep:
+            self._idle[key].append((reader, writer))
+        else:
+            writer.close()
+        return status, reason
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for connections in self._idle.values():
+            for _, writer in connections:
+                writer.close()
+        self._idle.clear()
 
 
 class MqttSender:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -28,16 +29,18 @@ from ..hub.changes import Change
 from ..hub.timestamps import iso_from_epoch
 from ..settings import Settings
 from ..store.contract import Store
-from .delivery import DeliveryFailed, HttpSender, MqttSender, message_for
+from .delivery import DeliveryFailed, HttpSender, MqttSender, merged, message_for, same_reason
 from .registry import SubscriptionRegistry, TenantIndex
 from .status import DeliveryStatus
 
 log = logging.getLogger("cityops.notify")
 
 CHANNEL_MEMORY = 256  # notifications a channel holds in memory; later ones wait in the outbox
+MERGE_AT_MOST = 64  # notifications waiting for one subscription that are sent as one
 DISPATCH_BATCH = 5000
 POLL_SECONDS = 0.05  # how often the outbox is looked at when no local change wakes the notifier
-FLUSH_DELAY = 0.02  # deliveries are recorded in batches gathered over this long
+FLUSH_DELAY = 0.02  # delivered notifications are removed from the outbox in batches gathered over this long
+STATUS_EVERY = 1.0  # seconds between saves of delivery statuses (GET shows the live ones meanwhile)
 
 
 class Channel:
@@ -82,13 +85,19 @@ class Channel:
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
-            seq, body = self.queue[0]
-            if not await self._deliver(seq, body):
+            # Notifications waiting together for the same reason go out as one (their data in
+            # order): a receiver that fell behind catches up in few requests.
+            waiting = [self.queue[0]]
+            if len(self.queue) > 1:
+                waiting = same_reason(list(itertools.islice(self.queue, MERGE_AT_MOST)))
+            body = waiting[0][1] if len(waiting) == 1 else merged([b for _, b in waiting])
+            if not await self._deliver([seq for seq, _ in waiting if seq is not None], body):
                 self.notifier.close_channel(self)
                 return
-            self.queue.popleft()
+            for _ in waiting:
+                self.queue.popleft()
 
-    async def _deliver(self, seq: int | None, body: bytes) -> bool:
+    async def _deliver(self, seqs: list[int], body: bytes) -> bool:
         """Send until the receiver takes it; False when the subscription no longer exists."""
         attempt = 0
         while True:
@@ -111,7 +120,7 @@ class Channel:
             self.status.times_sent += 1
             self.status.last_success = now
             self.status.consecutive_errors = 0
-            self.notifier.record(self, seq)
+            self.notifier.record(self, seqs)
             return True
 
     def _failed(self, now: str, reason: str, uri: str, attempt: int) -> None:
@@ -120,7 +129,7 @@ class Channel:
         self.status.last_failure = now
         self.status.consecutive_errors += 1
         self.status.last_error_reason = reason
-        self.notifier.record(self, None)
+        self.notifier.record(self, [])
         if attempt & (attempt - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row, not every retry
             log.warning(
                 "notify: subscription %s: notification to %s failed (%s); %d failure(s) in a row, it is kept and retried",
@@ -142,6 +151,7 @@ class Notifier:
         self._periodic: dict[tuple[str, str], tuple[float, asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
         self._flush_due = asyncio.Event()
+        self._statuses_saved = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -155,7 +165,7 @@ class Notifier:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self._flush()
+        await self._flush(with_statuses=True)
         await self.http.close()
         await self.mqtt.close()
 
@@ -212,16 +222,17 @@ class Notifier:
         if self.channels.get((channel.tenant, channel.subscription_id)) is channel:
             del self.channels[(channel.tenant, channel.subscription_id)]
 
-    def record(self, channel: Channel, seq: int | None) -> None:
-        """Remember a delivery attempt: its status, and (``seq``) an outbox row that is done."""
-        if seq is not None:
-            self._done.setdefault(channel.tenant, []).append(seq)
+    def record(self, channel: Channel, seqs: list[int]) -> None:
+        """Remember a delivery attempt: its status, and the outbox rows (``seqs``) it delivered."""
+        if seqs:
+            self._done.setdefault(channel.tenant, []).extend(seqs)
         self._dirty.setdefault(channel.tenant, set()).add(channel.subscription_id)
         self._flush_due.set()
 
     async def _flusher(self) -> None:
         while True:
-            await self._flush_due.wait()
+            with contextlib.suppress(TimeoutError):  # statuses still unsaved are saved within STATUS_EVERY
+                await asyncio.wait_for(self._flush_due.wait(), STATUS_EVERY if self._dirty else None)
             await asyncio.sleep(FLUSH_DELAY)
             self._flush_due.clear()
             try:
@@ -231,10 +242,14 @@ class Notifier:
                 self._flush_due.set()
                 await asyncio.sleep(1.0)
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, with_statuses: bool | None = None) -> None:
+        if with_statuses is None:
+            with_statuses = time.monotonic() - self._statuses_saved >= STATUS_EVERY
+        if with_statuses:
+            self._statuses_saved = time.monotonic()
         for tenant in list(self._done.keys() | self._dirty.keys()):
             seqs = self._done.pop(tenant, [])
-            dirty = self._dirty.pop(tenant, set())
+            dirty = self._dirty.pop(tenant, set()) if with_statuses else set()
             statuses = {sid: self.channels[(tenant, sid)].status.to_json() for sid in dirty if (tenant, sid) in self.channels}
             try:
                 await self.store.notifications_done(tenant, seqs, statuses)
