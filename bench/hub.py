@@ -45,6 +45,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -695,6 +696,41 @@ class Benchmark:
 
 
 # -- reporting -------------------------------------------------------------------------------
+def run_and_report(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, Console], dict[str, Any]],
+    report: Callable[[dict[str, Any], Console], None],
+) -> int:
+    """The shape of every focused benchmark's main: run, print the table, keep the figures if asked
+    (``args.json``)."""
+    console = Console()
+    results = run(args, console)
+    report(results, console)
+    if args.json:
+        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def focused_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The options every focused benchmark (bench.notify, bench.temporal) shares."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured phase")
+    parser.add_argument("--server-workers", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    return parser
+
+
+def targets_table(title: str) -> Table:
+    table = Table(title=title)
+    for column in ("phase", "figure", "target", "verdict"):
+        table.add_column(column)
+    return table
+
+
+def plain_verdict(passed: bool) -> str:
+    return "met" if passed else "NOT met"
+
+
 def verdict(passed: bool | None) -> str:
     if passed is None:
         return "[dim]info[/dim]"

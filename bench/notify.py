@@ -34,9 +34,8 @@ from typing import Any
 
 import orjson
 from rich.console import Console
-from rich.table import Table
 
-from .hub import HOST, Server, free_port, git, start_profiler
+from .hub import HOST, Server, focused_parser, free_port, git, plain_verdict, run_and_report, start_profiler, targets_table
 from .loadgen import LoadSpec, fetch_sync, http_request, run_load
 from .profile_summary import summarise_file
 
@@ -62,7 +61,11 @@ def subscription(index: int, entity: int, receiver_url: str) -> dict[str, Any]:
         "id": f"urn:ngsi-ld:Subscription:bench-{index:05d}",
         "type": "Subscription",
         "entities": [{"id": entity_id(entity), "type": ENTITY_TYPE}],
-        "notification": {"format": "keyValues", "attributes": ["sentAt"], "endpoint": {"uri": receiver_url, "accept": "application/json"}},
+        "notification": {
+            "format": "keyValues",
+            "attributes": ["sentAt"],
+            "endpoint": {"uri": receiver_url, "accept": "application/json"},
+        },
     }
 
 
@@ -78,7 +81,9 @@ class Receiver:
 
     def start(self) -> None:
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "bench.receiver", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bench.receiver", str(self.port)], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
@@ -121,7 +126,11 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     server = Server(workdir, workers=args.server_workers)
     receiver.start()
     server.start()
-    results: dict[str, Any] = {"revision": git("rev-parse", "--short", "HEAD"), "subscriptions": args.subscriptions, "entities": args.entities}
+    results: dict[str, Any] = {
+        "revision": git("rev-parse", "--short", "HEAD"),
+        "subscriptions": args.subscriptions,
+        "entities": args.entities,
+    }
     try:
         post(server, "/ngsi-ld/v1/entityOperations/upsert", [sensor(i, 0) for i in range(args.entities)], (201, 204))
         for i in range(args.subscriptions):
@@ -135,12 +144,21 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
         def batch(seq: int) -> bytes:
             now = time.time_ns()
-            body = orjson.dumps([{"id": entity_id(i), "type": ENTITY_TYPE, "sentAt": {"type": "Property", "value": now}} for i in range(args.entities)])
+            body = orjson.dumps(
+                [
+                    {"id": entity_id(i), "type": ENTITY_TYPE, "sentAt": {"type": "Property", "value": now}}
+                    for i in range(args.entities)
+                ]
+            )
             return http_request("POST", "/ngsi-ld/v1/entityOperations/update", host=server.host, body=body, headers=JSON_HEADERS)
 
         profiler = start_profiler(server.pid, args.profile, int(args.duration)) if args.profile else None
         started = time.time_ns()
-        load = run_load(LoadSpec("batch update", HOST, server.port, batch, frozenset({204}), concurrency=2, duration=args.duration, warmup=0.0))
+        load = run_load(
+            LoadSpec(
+                "batch update", HOST, server.port, batch, frozenset({204}), concurrency=2, duration=args.duration, warmup=0.0
+            )
+        )
         owed = load.sent * per_request
         stats = receiver.wait_for(owed, timeout=max(60.0, args.duration * 6))
         if profiler is not None:
@@ -168,7 +186,17 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             return http_request("PATCH", target, host=server.host, body=body, headers=JSON_HEADERS)
 
         load = run_load(
-            LoadSpec("patch", HOST, server.port, patch, frozenset({204}), concurrency=64, duration=args.duration, warmup=2.0, rate=args.rate)
+            LoadSpec(
+                "patch",
+                HOST,
+                server.port,
+                patch,
+                frozenset({204}),
+                concurrency=64,
+                duration=args.duration,
+                warmup=2.0,
+                rate=args.rate,
+            )
         )
         stats = receiver.wait_for(round(load.sent * per_entity), timeout=60)
         results["latency"] = {
@@ -188,9 +216,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"notifications (revision {results['revision']}, {results['subscriptions']} subscriptions)")
-    for column in ("phase", "figure", "target", "verdict"):
-        table.add_column(column)
+    table = targets_table(f"notifications (revision {results['revision']}, {results['subscriptions']} subscriptions)")
     throughput = results["throughput"]
     ok = throughput["per_second"] >= 5000 and throughput["notifications_received"] >= throughput["notifications_owed"]
     table.add_row(
@@ -198,7 +224,7 @@ def report(results: dict[str, Any], console: Console) -> None:
         f"{throughput['per_second']:,.0f} notifications/s ({throughput['notifications_received']:,}/{throughput['notifications_owed']:,} "
         f"delivered in {throughput['seconds']} s in {throughput['notification_requests']:,} requests, {throughput['out_of_order']} out of order)",
         ">= 5,000/s",
-        "met" if ok else "NOT met",
+        plain_verdict(ok),
     )
     latency = results["latency"]
     p99 = latency["update_to_notification_ms"]["p99"]
@@ -207,27 +233,22 @@ def report(results: dict[str, Any], console: Console) -> None:
         f"p50 {latency['update_to_notification_ms']['p50']} ms, p95 {latency['update_to_notification_ms']['p95']} ms, p99 {p99} ms "
         f"({latency['notifications_received']:,}/{latency['notifications_owed']:,} received, {latency['out_of_order']} out of order)",
         "p99 <= 100 ms",
-        "met" if p99 is not None and p99 <= 100 and latency["notifications_received"] >= latency["notifications_owed"] else "NOT met",
+        plain_verdict(p99 is not None and p99 <= 100 and latency["notifications_received"] >= latency["notifications_owed"]),
     )
     console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.notify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = focused_parser("python -m bench.notify", __doc__)
     parser.add_argument("--subscriptions", type=int, default=1000)
-    parser.add_argument("--entities", type=int, default=250, help="subscriptions are spread over them: 250 gives 4 subscribers an entity")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured phase")
+    parser.add_argument(
+        "--entities", type=int, default=250, help="subscriptions are spread over them: 250 gives 4 subscribers an entity"
+    )
     parser.add_argument("--rate", type=float, default=1000.0, help="updates per second in the latency phase")
-    parser.add_argument("--server-workers", type=int, default=1)
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--profile", type=Path, help="record the server with py-spy during the throughput phase into this file (raw stacks)")
-    args = parser.parse_args(argv)
-    console = Console()
-    results = run(args, console)
-    report(results, console)
-    if args.json:
-        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    return 0
+    parser.add_argument(
+        "--profile", type=Path, help="record the server with py-spy during the throughput phase into this file (raw stacks)"
+    )
+    return run_and_report(parser.parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

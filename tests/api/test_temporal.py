@@ -82,6 +82,17 @@ def test_aggregated_values_match_a_plain_computation(history: Api) -> None:
     assert len(whole["avg"]) == 1 and math.isclose(whole["avg"][0][0], statistics.fmean(READINGS))
 
 
+def test_aggregation_buckets_start_at_the_earliest_instance_of_any_attribute(history: Api) -> None:
+    body = temporal(history, options="aggregatedValues", aggrMethods="totalCount,max", aggrPeriodDuration="PT2H")
+    assert [count for count, *_ in body["pm10"]["totalCount"]] == [2, 2, 2, 2]
+    assert body["status"]["totalCount"] == [[1, "2026-11-01T02:00:00Z", "2026-11-01T04:00:00Z"]]
+    assert body["status"]["max"] == [[None, "2026-11-01T02:00:00Z", "2026-11-01T04:00:00Z"]]  # no number to compare
+    by_modification = temporal(
+        history, options="aggregatedValues", aggrMethods="totalCount", aggrPeriodDuration="PT1H", timeproperty="modifiedAt", attrs="pm10"
+    )
+    assert sum(count for count, *_ in by_modification["pm10"]["totalCount"]) == len(READINGS)
+
+
 def test_history_outlives_the_entity_and_records_its_deletion(history: Api) -> None:
     assert history.delete(f"/entities/{SENSOR}").status_code == 204
     instances = temporal(history, attrs="pm10")["pm10"]

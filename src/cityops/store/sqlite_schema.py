@@ -12,7 +12,8 @@ Entities are kept whole (one JSON document a row) next to index tables the queri
   kinds the value index does not cover;
 - ``temporal_entities`` and ``history``: every attribute instance ever written, append-only, placed
   in time by its observedAt (its modification time when it has none), with its value as a number
-  when it is one, for aggregations in SQL. History outlives the entity;
+  when it is one, for aggregations in SQL (the index holds it, so aggregating reads only the
+  index). History outlives the entity;
 - ``subscriptions`` (payload, @context, delivery status; a deleted one keeps a row without payload
   so every process learns of the deletion), numbered by a version every change of one raises, with
   the resolved term maps they use in ``term_maps``; ``outbox``: notifications owed, written in the
@@ -31,7 +32,7 @@ from ..hub.entity import ATTRIBUTE_TYPES, Instance
 from ..hub.timestamps import parse_datetime
 from .sqlite_geo import cell_of
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 KIND_CODE = {kind: index for index, kind in enumerate(ATTRIBUTE_TYPES)}
 KIND_NAME = dict(enumerate(ATTRIBUTE_TYPES))
 # Attribute kinds whose values the value index holds exactly as the query language compares them.
@@ -62,7 +63,7 @@ CREATE TABLE IF NOT EXISTS temporal_entities (
 CREATE TABLE IF NOT EXISTS history (
     iid INTEGER PRIMARY KEY, tid INTEGER NOT NULL, attr_id INTEGER NOT NULL,
     observed REAL NOT NULL, created REAL NOT NULL, modified REAL NOT NULL, deleted REAL, dataset TEXT, num REAL, doc BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS history_entity ON history (tid, attr_id, observed);
+CREATE INDEX IF NOT EXISTS history_entity ON history (tid, attr_id, observed, num);
 CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY, version INTEGER NOT NULL, payload BLOB, context BLOB, terms TEXT, notify_terms TEXT, created REAL NOT NULL,
     modified REAL NOT NULL, status BLOB NOT NULL DEFAULT '{}');
