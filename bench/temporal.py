@@ -41,9 +41,11 @@ from .hub import (
     patch_factory,
     plain_verdict,
     run_and_report,
+    start_profiler,
     targets_table,
 )
 from .loadgen import LoadSpec, fetch_sync, http_request, run_load
+from .profile_summary import summarise_file
 
 ENTITIES = 1000
 READINGS = ("pm10", "pm25", "no2", "o3", "temperature", "humidity")
@@ -122,12 +124,16 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "errors": updates.unexpected + updates.connection_errors,
         }
 
+        profiler = start_profiler(server.pid, args.profile, int(args.duration) + 2) if args.profile else None
         batch = run_load(
             LoadSpec(
                 "batch history", HOST, server.port, lambda seq: readings_batch(server.host, seq), frozenset({204}),
                 concurrency=2, duration=args.duration, warmup=2.0, units_per_request=ENTITIES * len(READINGS),
             )
         )  # fmt: skip
+        if profiler is not None:
+            profiler.wait(30)
+            console.print(summarise_file(args.profile, top=30))
         results["batch"] = {
             "requests_per_second": round(batch.throughput, 2),
             "instances_per_second": round(batch.units_per_second, 1),
@@ -181,7 +187,11 @@ def report(results: dict[str, Any], console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_and_report(focused_parser("python -m bench.temporal", __doc__).parse_args(argv), run, report)
+    parser = focused_parser("python -m bench.temporal", __doc__)
+    parser.add_argument(
+        "--profile", type=Path, help="record the server with py-spy during the batch phase into this file (raw stacks)"
+    )
+    return run_and_report(parser.parse_args(argv), run, report)
 
 
 if __name__ == "__main__":
