@@ -4,13 +4,20 @@
 #   ETSI_SUITE=/path/to/ngsi-ld-test-suite tools/etsi-conformance.sh [robot options] [test paths]
 #
 # The suite is ETSI's (https://forge.etsi.org/rep/cim/ngsi-ld-test-suite) and is not shipped
-# with CityOps. Default test paths: Provision and Consumption of TP/NGSI-LD/ContextInformation.
+# with CityOps. Default test paths: Provision, Consumption and Subscription of
+# TP/NGSI-LD/ContextInformation (entities, batch operations, queries, discovery, the temporal API,
+# subscriptions).
 # Environment:
 #   ETSI_SUITE     the suite's checkout (required)
 #   ETSI_VENV      a venv with the suite's requirements (default: $ETSI_SUITE/.venv, created if missing)
 #   ETSI_CONTEXTS  a folder of extra @context files named after their URL's last path segment,
 #                  preloaded for the forge.etsi.org context URLs (for machines without internet)
 #   PORT           where the hub listens (default 1026, which the suite expects)
+#   CITYOPS_TEMPORAL_INSTANCE_LIMIT  instances an attribute per temporal answer (default here 19:
+#                  the suite's pagination tests expect a server whose limit is below their 20+
+#                  instances; the product's default is 10,000)
+# The MQTT notification tests publish to a broker on localhost:1884; one is started there
+# (mosquitto) when nothing listens on that port.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 suite=${ETSI_SUITE:?set ETSI_SUITE to the ETSI NGSI-LD test suite checkout}
@@ -32,7 +39,11 @@ for folder in "$suite/resources/jsonld-contexts" ${ETSI_CONTEXTS:-}; do
     done
 done
 
-"$here/.venv/bin/cityops" serve --port "$port" --database "$work/hub.db" --log-level warning "${preloads[@]}" \
+if ! (exec 3<>/dev/tcp/127.0.0.1/1884) 2>/dev/null && command -v mosquitto >/dev/null; then
+    mosquitto -p 1884 -d
+fi
+
+CITYOPS_TEMPORAL_INSTANCE_LIMIT=${CITYOPS_TEMPORAL_INSTANCE_LIMIT:-19} "$here/.venv/bin/cityops" serve --port "$port" --database "$work/hub.db" --log-level warning "${preloads[@]}" \
     > "$work/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
@@ -43,7 +54,7 @@ options=()
 for arg in "$@"; do
     if [[ "$arg" == -* ]]; then options+=("$arg"); else targets+=("$suite/$arg"); fi
 done
-[ ${#targets[@]} -gt 0 ] || targets=("$suite/TP/NGSI-LD/ContextInformation/Provision" "$suite/TP/NGSI-LD/ContextInformation/Consumption")
+[ ${#targets[@]} -gt 0 ] || targets=("$suite/TP/NGSI-LD/ContextInformation/Provision" "$suite/TP/NGSI-LD/ContextInformation/Consumption" "$suite/TP/NGSI-LD/ContextInformation/Subscription")
 
 cd "$suite"
 "$venv/bin/robot" --outputdir "$work/results" --variable "url:http://127.0.0.1:$port/ngsi-ld/v1" \
