@@ -20,6 +20,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.hub
+	$(PY) -m bench.temporal
+	$(PY) -m bench.notify
 
 serve: $(STAMP)
 	$(VENV)/bin/cityops serve
