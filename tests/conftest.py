@@ -6,17 +6,24 @@ unless CITYOPS_REQUIRE_SERVICES=1 (set by .ci/run), where a missing service is a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from starlette.testclient import TestClient
 
 from cityops.api.app import create_app
 from cityops.settings import Settings
+from cityops.store.postgres_connection import connect
+from cityops.store.postgres_schema import migrate
 
 REQUIRE_SERVICES = os.environ.get("CITYOPS_REQUIRE_SERVICES") == "1"
 CONTEXTS = Path(__file__).parent / "contexts"
@@ -70,6 +77,61 @@ class Api:
         assert response.status_code == 201, response.text
 
 
+BACKENDS = ("sqlite", "postgresql")
+# A server where tests may create and drop databases (trust authentication on the CI machine).
+POSTGRES_ADMIN_URL = os.environ.get("CITYOPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+_TEMPLATE = "cityops_test_template"
+_template_ready = False
+
+
+def _admin(statement: str) -> None:
+    async def run() -> None:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def _database_url(name: str) -> str:
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def _make_template() -> None:
+    """A database with the current schema, copied for each test (much faster than migrating each)."""
+    global _template_ready
+    if _template_ready:
+        return
+    parsed = urlsplit(POSTGRES_ADMIN_URL)
+    require_service("PostgreSQL", parsed.hostname or "127.0.0.1", parsed.port or 5432)
+    _admin(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
+    _admin(f"CREATE DATABASE {_TEMPLATE}")
+
+    async def migrate_template() -> None:
+        connection = await connect(_database_url(_TEMPLATE))
+        try:
+            await migrate(connection)
+        finally:
+            await connection.close()
+
+    asyncio.run(migrate_template())
+    _template_ready = True
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (dropped afterwards); its URL."""
+    _make_template()
+    name = f"cityops_test_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+    _admin(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+    try:
+        yield _database_url(name)
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database": str(tmp_path / "hub.db"),
@@ -79,9 +141,29 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test that uses the hub runs once on each store backend."""
+    return request.param
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def database(backend: str, tmp_path: Path) -> Iterator[str]:
+    """Where a server process keeps its data: a SQLite file, or a fresh PostgreSQL database's URL."""
+    if backend == "sqlite":
+        yield str(tmp_path / "hub.db")
+        return
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
+    if backend == "sqlite":
+        yield make_settings(tmp_path)
+        return
+    with postgres_database() as url:
+        yield make_settings(tmp_path, database_url=url)
 
 
 @pytest.fixture

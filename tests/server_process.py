@@ -21,7 +21,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(database: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_server(database: str | Path, port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``cityops serve`` in a child process, once it answers /health. Its log goes to a file (a pipe
     nobody reads would block it once full); ``server_log`` reads it."""
     log = tempfile.NamedTemporaryFile(prefix="cityops-server-", suffix=".log", delete=False)  # noqa: SIM115
@@ -51,7 +51,7 @@ def server_log(process: subprocess.Popen) -> str:
 
 
 @contextlib.contextmanager
-def serving(database: Path, *extra: str, env: dict[str, str] | None = None, port: int | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
+def serving(database: str | Path, *extra: str, env: dict[str, str] | None = None, port: int | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
     """A running server and its NGSI-LD base URL; stopped afterwards, its log printed if the test failed."""
     port = port or free_port()
     process = start_server(database, port, *extra, env=env)

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,9 +15,8 @@ from server_process import free_port, start_server
 pytestmark = pytest.mark.slow
 
 
-def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
+def test_every_acknowledged_write_survives_kill_9(database: str) -> None:
     port = free_port()
-    database = tmp_path / "crash.db"
     server = start_server(database, port)
     base = f"http://127.0.0.1:{port}/ngsi-ld/v1"
     acknowledged = []
@@ -61,12 +59,12 @@ def test_cli_help_reads_like_a_manual() -> None:
     assert "--preload-context" in serve_help and "CITYOPS_PORT" in serve_help
 
 
-def test_several_server_processes_share_one_database(tmp_path: Path) -> None:
+def test_several_server_processes_share_one_database(database: str) -> None:
     """--workers 2: writes from both processes land once each, new names from both are consistent."""
     import asyncio
 
     port = free_port()
-    server = start_server(tmp_path / "shared.db", port, "--workers", "2")
+    server = start_server(database, port, "--workers", "2")
     base = f"http://127.0.0.1:{port}/ngsi-ld/v1"
 
     async def load() -> list[int]:

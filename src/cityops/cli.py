@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .settings import Settings, SettingsError, parse_preload_contexts
+from .store.postgres_connection import redacted
 
 app = typer.Typer(
     name="cityops",
@@ -58,7 +59,11 @@ def serve(
     host: str | None = typer.Option(None, help="Address to listen on [env CITYOPS_HOST, default 127.0.0.1]."),
     port: int | None = typer.Option(None, help="Port to listen on [env CITYOPS_PORT, default 1026]."),
     database: str | None = typer.Option(
-        None, "--database", "-d", help="SQLite file for the hub's data [env CITYOPS_DATABASE, default cityops.db]."
+        None,
+        "--database",
+        "-d",
+        help="SQLite file for the hub's data, or a PostgreSQL URL postgresql://user:password@host/name "
+        "[env CITYOPS_DATABASE or CITYOPS_DATABASE_URL, default cityops.db].",
     ),
     log_level: str | None = typer.Option(None, help="debug, info, warning or error [env CITYOPS_LOG_LEVEL]."),
     workers: int | None = typer.Option(
@@ -131,8 +136,51 @@ def show_settings() -> None:
     table.add_column("current")
     table.add_column("meaning")
     for (env, default, meaning), name in zip(Settings.describe(), Settings.__dataclass_fields__):
-        table.add_row(env, default, str(getattr(current, name)), meaning)
+        value = str(getattr(current, name))
+        table.add_row(env, default, redacted(value) if name in ("database", "database_url") else value, meaning)
     console.print(table)
+
+
+db = typer.Typer(help="The database: schema migrations.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(db, name="db")
+
+
+@db.command("migrate")
+def db_migrate(
+    database: str | None = typer.Option(
+        None, "--database", "-d", help="PostgreSQL URL [env CITYOPS_DATABASE_URL or CITYOPS_DATABASE]."
+    ),
+) -> None:
+    """Bring a PostgreSQL database's schema up to this version of CityOps (also done by 'serve' at
+    start-up). Safe to run twice and while servers run; prints the migrations applied."""
+    import asyncio
+
+    from .store.postgres_connection import connect
+    from .store.postgres_schema import SCHEMA_VERSION, SchemaTooNew, migrate
+
+    settings = load_settings(database=database)
+    url = settings.postgres_url
+    if url is None:
+        console.print("[red]cityops db migrate needs a PostgreSQL database[/red] (--database postgresql://… or CITYOPS_DATABASE_URL); "
+                      "SQLite files are laid out when first opened.")
+        raise typer.Exit(2)
+
+    async def run() -> list[int]:
+        connection = await connect(url, timeout=settings.db_timeout)
+        try:
+            return await migrate(connection)
+        finally:
+            await connection.close()
+
+    try:
+        applied = asyncio.run(run())
+    except (OSError, SchemaTooNew, TimeoutError) as exc:
+        console.print(f"[red]migration failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if applied:
+        console.print(f"{redacted(url)}: applied migration(s) {', '.join(map(str, applied))}; schema version {SCHEMA_VERSION}")
+    else:
+        console.print(f"{redacted(url)}: already at schema version {SCHEMA_VERSION}; nothing to do")
 
 
 def main() -> None:

@@ -77,6 +77,18 @@ class Settings:
         "Where the hub keeps its data: a SQLite file path (default), or ':memory:' for a throw-away hub. "
         "Other tenants live in files beside it (<database>.tenants/<tenant>.db).",
     )
+    database_url: str = _setting(
+        "",
+        "CITYOPS_DATABASE_URL",
+        "A PostgreSQL database (with PostGIS) instead of the SQLite file: postgresql://user:password@host:port/name. "
+        "`--database postgresql://...` does the same. The schema is created and migrated at start-up.",
+    )
+    db_pool_size: int = _setting(10, "CITYOPS_DB_POOL_SIZE", "PostgreSQL connections each server process keeps at most.", int)
+    db_timeout: float = _setting(
+        5.0, "CITYOPS_DB_TIMEOUT",
+        "Seconds to wait for a PostgreSQL connection (statements get six times as long); past it the request "
+        "gets 503 instead of waiting.", float,
+    )  # fmt: skip
     log_level: str = _setting("info", "CITYOPS_LOG_LEVEL", "debug, info, warning or error.")
     workers: int = _setting(
         1,
@@ -134,12 +146,24 @@ class Settings:
         "Undelivered notifications are kept and retried until delivered or their subscription is deleted.", float,
     )  # fmt: skip
 
+    @property
+    def postgres_url(self) -> str | None:
+        """The PostgreSQL database to use, if one is configured (else the SQLite file ``database``)."""
+        for candidate in (self.database_url, self.database):
+            if candidate.startswith(("postgresql://", "postgres://")):
+                return candidate
+        return None
+
     def __post_init__(self) -> None:
         if self.preload_contexts is None:
             object.__setattr__(self, "preload_contexts", {})
         if not 1 <= self.workers <= 64:
             raise SettingsError(f"workers must be between 1 and 64, got {self.workers}")
-        if self.workers > 1 and self.database == ":memory:":
+        if self.db_pool_size < 1 or self.db_timeout <= 0:
+            raise SettingsError("db_pool_size must be >= 1 and db_timeout > 0")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise SettingsError(f"database_url must start with postgresql://, got {self.database_url!r}")
+        if self.workers > 1 and self.database == ":memory:" and not self.database_url:
             raise SettingsError("a ':memory:' database cannot be shared by several workers; give a file with --database")
         if not 0 < self.port < 65536:
             raise SettingsError(f"port must be between 1 and 65535, got {self.port}")

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from cityops.api.app import create_app
 from cityops.settings import Settings, SettingsError
-from conftest import Api, make_settings
+from conftest import Api
 
 
 def days_ago(days: float) -> str:
     return (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def test_history_older_than_its_types_retention_is_removed(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path, history_retention="Person=P1D,*=P30D"))
+def test_history_older_than_its_types_retention_is_removed(settings: Settings) -> None:
+    app = create_app(replace(settings, history_retention="Person=P1D,*=P30D"))
     with TestClient(app, raise_server_exceptions=False) as client:
         api = Api(client)
         readings = {"urn:ngsi-ld:Person:1": ("Person", [3, 0.5]), "urn:ngsi-ld:Meter:1": ("Meter", [40, 10, 2])}

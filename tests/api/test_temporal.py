@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
 from starlette.testclient import TestClient
 
 from cityops.api.app import create_app
-from conftest import Api, make_settings
+from cityops.settings import Settings
+from conftest import Api
 
 SENSOR = "urn:ngsi-ld:Sensor:1"
 READINGS = [12, 18, 30, 25, 41, 39, 55, 60]  # one an hour from midnight
@@ -163,8 +164,8 @@ def test_unknown_history_is_404(api: Api) -> None:
 
 
 @pytest.fixture
-def paged(tmp_path: Path) -> Iterator[Api]:
-    with TestClient(create_app(make_settings(tmp_path, temporal_instance_limit=5)), raise_server_exceptions=False) as client:
+def paged(settings: Settings) -> Iterator[Api]:
+    with TestClient(create_app(replace(settings, temporal_instance_limit=5)), raise_server_exceptions=False) as client:
         api = Api(client)
         minutes = {"speed": range(0, 8), "load": range(3, 6)}  # speed has more instances than the limit
         for name, span in minutes.items():

@@ -9,7 +9,6 @@ import queue
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -48,9 +47,9 @@ def set_reading(client: httpx.Client, base: str, value: int) -> None:
 
 
 @pytest.mark.slow
-def test_receiver_down_for_30_seconds_gets_every_notification_in_order(tmp_path: Path) -> None:
+def test_receiver_down_for_30_seconds_gets_every_notification_in_order(database: str) -> None:
     receiver = Receiver()
-    with serving(tmp_path / "hub.db", env=FAST_RETRIES) as (_, base), httpx.Client(timeout=5) as client:
+    with serving(database, env=FAST_RETRIES) as (_, base), httpx.Client(timeout=5) as client:
         subscribe(base, receiver.url)
         assert client.post(f"{base}/entities", json=meter(0)).status_code == 201
         receiver.wait_for(1)
@@ -66,11 +65,11 @@ def test_receiver_down_for_30_seconds_gets_every_notification_in_order(tmp_path:
 
 
 @pytest.mark.slow
-def test_kill_9_with_notifications_pending_loses_none(tmp_path: Path) -> None:
+def test_kill_9_with_notifications_pending_loses_none(database: str) -> None:
     receiver = Receiver()
     receiver.stop()  # down from the start: every notification stays pending
     port = free_port()
-    with serving(tmp_path / "hub.db", env=FAST_RETRIES, port=port) as (server, base), httpx.Client(timeout=5) as client:
+    with serving(database, env=FAST_RETRIES, port=port) as (server, base), httpx.Client(timeout=5) as client:
         subscribe(base, receiver.url)
         assert client.post(f"{base}/entities", json=meter(0)).status_code == 201
         for value in range(1, 100):
@@ -78,7 +77,7 @@ def test_kill_9_with_notifications_pending_loses_none(tmp_path: Path) -> None:
         os.kill(server.pid, signal.SIGKILL)
         server.wait()
     receiver.start()
-    with serving(tmp_path / "hub.db", env=FAST_RETRIES, port=port) as (_, base):
+    with serving(database, env=FAST_RETRIES, port=port) as (_, base):
         receiver.wait_for_data(100, timeout=30)
         assert first_occurrences(readings(receiver)) == list(range(100))
         history = httpx.get(f"{base}/temporal/entities/urn:ngsi-ld:Meter:1").json()["reading"]
@@ -87,9 +86,9 @@ def test_kill_9_with_notifications_pending_loses_none(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_subscription_made_through_one_worker_hears_changes_made_through_another(tmp_path: Path) -> None:
+def test_a_subscription_made_through_one_worker_hears_changes_made_through_another(database: str) -> None:
     receiver = Receiver()
-    with serving(tmp_path / "hub.db", "--workers", "2") as (_, base):
+    with serving(database, "--workers", "2") as (_, base):
         subscribe(base, receiver.url)
         assert httpx.post(f"{base}/entities", json=meter(0)).status_code == 201
         for value in range(1, 40):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +22,28 @@ from cityops.hub.errors import NonexistentTenant
 from cityops.hub.geo import GeoQuery, geometry_of
 from cityops.hub.query import EntityQuery, Selector, parse_type_selection
 from cityops.hub.query_language import parse_q
+from cityops.store.postgres import PostgresStore
 from cityops.store.sqlite import SQLiteStore
+from conftest import postgres_database
 
 TERMS = ContextResolver().core
 NOW = "2026-11-23T00:00:00.000Z"
 
 
-def sqlite_store(tmp_path: Path) -> SQLiteStore:
-    return SQLiteStore(str(tmp_path / "store.db"))
-
-
-BACKENDS: dict[str, Callable[[Path], Any]] = {"sqlite": sqlite_store}
 
 
 def run(coroutine):
     return asyncio.run(coroutine)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def make_store(request, tmp_path: Path):
-    return lambda: BACKENDS[request.param](tmp_path)
+@pytest.fixture
+def make_store(backend: str, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """A function opening a store on this test's database (the same data each time it is called)."""
+    if backend == "sqlite":
+        yield lambda: SQLiteStore(str(tmp_path / "store.db"))
+        return
+    with postgres_database() as url:
+        yield lambda: PostgresStore(url)
 
 
 def entity(number: int, **attrs: Any) -> dict:

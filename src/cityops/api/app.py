@@ -19,12 +19,11 @@ from ..hub.context import ContextResolver, make_http_fetcher
 from ..hub.errors import InternalError, MethodNotAllowed, NgsiError, ResourceNotFound
 from ..hub.hub import Hub
 from ..hub.retention import HistoryRetention, RetentionPolicy
-from ..leader import Leader
 from ..notify.notifier import Notifier
 from ..notify.registry import SubscriptionRegistry
 from ..notify.subscriptions import Subscriptions
 from ..settings import Settings
-from ..store.sqlite import SQLiteStore
+from ..store.factory import store_for
 from .http import json_response, problem_response
 from .ngsi_ld import NgsiLdApi
 from .subscriptions import SubscriptionApi
@@ -38,12 +37,7 @@ class CityOps:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.store = SQLiteStore(
-            settings.database,
-            synchronous=settings.sqlite_synchronous,
-            cache_mb=settings.sqlite_cache_mb,
-            max_tenants=settings.max_tenants,
-        )
+        self.store = store_for(settings)
         self.bus = InProcessBus()
         self.hub = Hub(self.store, bus=self.bus, max_batch_size=settings.max_batch_size)
         self.fetcher = make_http_fetcher(settings.context_fetch_timeout)
@@ -57,7 +51,7 @@ class CityOps:
         self.bus.subscribe("notifier", self.notifier.on_changes)
         policy = RetentionPolicy.parse(settings.history_retention, self.resolver.core)  # checked by Settings
         self.retention = HistoryRetention(self.store, policy)
-        self.leader = Leader(settings.database)
+        self.leader = self.store.leader()
         self._duties: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -70,6 +64,9 @@ class CityOps:
         await self.leader.acquire()
         await self.notifier.start()
         await self.retention.start()
+        await self.leader.wait_lost()
+        await self.notifier.stop()  # another process leads now; two must never deliver
+        await self.retention.stop()
 
     async def stop(self) -> None:
         await self.bus.stop()
@@ -77,7 +74,7 @@ class CityOps:
             self._duties.cancel()
         await self.notifier.stop()
         await self.retention.stop()
-        self.leader.release()
+        await self.leader.release()
         await self.store.close()
         await self.fetcher.close()
 

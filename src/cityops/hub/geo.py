@@ -257,6 +257,16 @@ class GeoQuery:
             return bool(self.shape.disjoint(geometry))
         return bool(geometry.overlaps(self.shape))
 
+    def order_shape(self, found: dict[int, float], key: int, geometry: BaseGeometry) -> None:
+        """Record ``key`` in ``found`` (key -> order: metres for near, else the key itself) when
+        ``geometry``, one of an entity's non-point geometries, satisfies the query; a nearer one wins."""
+        if self.relation == "near":
+            distance = self.distance_m(geometry, None)
+            if self.distance_ok(distance) and (key not in found or distance < found[key]):
+                found[key] = distance
+        elif self.matches_geometry(geometry):
+            found[key] = float(key)
+
     def matches_value(self, value: Any) -> bool:
         """Whether a GeoProperty value (a GeoJSON geometry) satisfies the query."""
         if not isinstance(value, dict):

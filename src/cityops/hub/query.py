@@ -125,6 +125,30 @@ class EntityQuery:
         return True
 
 
+class PageCollector:
+    """A query's page (and count) from candidates offered in result order, each decided by
+    ``EntityQuery.matches``. ``offer`` answers whether more candidates are still wanted."""
+
+    def __init__(self, query: EntityQuery):
+        self.query = query
+        self.page: list[Entity] = []
+        self.matched = 0
+
+    def offer(self, entity: Entity) -> bool:
+        query = self.query
+        if query.matches(entity):
+            self.matched += 1
+            if query.offset < self.matched <= query.offset + query.limit:
+                self.page.append(entity)
+            elif self.matched > query.offset + query.limit and not query.count:
+                return False
+        return True
+
+    @property
+    def count(self) -> int | None:
+        return self.matched if self.query.count else None
+
+
 def matches_scope(scopes: list[str] | None, pattern: str) -> bool:
     """Whether any scope matches ``pattern``: ``+`` stands for one level, a final ``#`` for any
     number of levels (none included): ``/Anyang/+/Market``, ``/Anyang/#``, ``/#``."""

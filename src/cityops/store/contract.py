@@ -9,17 +9,26 @@ atomically.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..hub.changes import Change, UnitOfWork
 from ..hub.entity import Entity, Instance
+from ..hub.errors import BadRequestData
 from ..hub.query import EntityQuery, Selector
 from ..hub.temporal import TemporalEntity, TemporalQuery
+from ..leader import Leader
 
 DEFAULT_TENANT = ""
+TENANT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 T = TypeVar("T")
+
+
+def check_tenant_name(tenant: str) -> None:
+    if tenant != DEFAULT_TENANT and not TENANT_NAME.match(tenant):
+        raise BadRequestData(f"tenant {tenant!r} is not a valid tenant name (letters, digits, '_', '-', '.', up to 64 characters)")
 
 
 @dataclass
@@ -81,6 +90,9 @@ class Store(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def leader(self) -> Leader:
+        """The lock that makes one process of several run the background duties."""
 
     async def tenant_exists(self, tenant: str) -> bool: ...
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import re
 import shutil
 import sqlite3
 import tempfile
@@ -21,20 +20,18 @@ from typing import Any
 
 from ..hub.changes import Change, UnitOfWork
 from ..hub.entity import Entity, Instance
-from ..hub.errors import BadRequestData, NonexistentTenant, ServiceUnavailable
+from ..hub.errors import NonexistentTenant, ServiceUnavailable
 from ..hub.query import EntityQuery, Selector
 from ..hub.temporal import TemporalEntity, TemporalQuery
+from ..leader import FileLeader, Leader
 from . import sqlite_history_edit as history_edit
 from . import sqlite_subscriptions as subscription_sql
-from .contract import DEFAULT_TENANT, AttributeSummary, QueryResult, SubscriptionRecord, TypeSummary, WriteHook
+from .contract import DEFAULT_TENANT, AttributeSummary, QueryResult, SubscriptionRecord, TypeSummary, WriteHook, check_tenant_name
 from .sqlite_query import Reader
 from .sqlite_schema import connect
 from .sqlite_writer import Writer
 
 log = logging.getLogger("cityops.store")
-
-TENANT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
 
 class TenantDatabase:
     """One tenant's database file with its writer, a reader for quick lookups on the event loop's
@@ -102,12 +99,8 @@ class SQLiteStore:
         base = self._base()
         return Path(base) if tenant == DEFAULT_TENANT else Path(base + ".tenants") / f"{tenant}.db"
 
-    @staticmethod
-    def check_tenant_name(tenant: str) -> None:
-        if tenant != DEFAULT_TENANT and not TENANT_NAME.match(tenant):
-            raise BadRequestData(
-                f"tenant {tenant!r} is not a valid tenant name (letters, digits, '_', '-', '.', up to 64 characters)"
-            )
+    def leader(self) -> Leader:
+        return FileLeader(self.path)
 
     async def open(self) -> None:
         self._database(DEFAULT_TENANT, create=True)
@@ -125,7 +118,7 @@ class SQLiteStore:
         db = self._tenants.get(tenant)
         if db is not None:
             return db
-        self.check_tenant_name(tenant)
+        check_tenant_name(tenant)
         path = self._tenant_path(tenant)
         if not path.exists():
             if not create:

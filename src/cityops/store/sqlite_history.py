@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -11,11 +10,8 @@ import orjson
 
 from ..hub.query import Selector
 from ..hub.temporal import TemporalQuery, instance_id
-from ..hub.timestamps import iso_from_epoch
+from .history import TIME_COLUMN, AggregatedAnswer
 from .sqlite_schema import IriCache
-
-_TIME_COLUMN = {"observedAt": "observed", "createdAt": "created", "modifiedAt": "modified", "deletedAt": "deleted"}
-
 
 # The SQL aggregates each method needs, and how the method's value follows from them.
 _AGGREGATE_SQL = {
@@ -28,25 +24,8 @@ _AGGREGATE_SQL = {
     "sumsq": "sum(num * num)",
     "numbers": "count(num)",
 }
-_RAW_AGGREGATES = {
-    "totalCount": ("count",),
-    "distinctCount": ("distinct",),
-    "sum": ("sum",),
-    "avg": ("avg",),
-    "min": ("min",),
-    "max": ("max",),
-    "sumsq": ("sumsq",),
-    "stddev": ("sumsq", "avg", "numbers"),
-}
 # Up to this many buckets an aggregation reads one time range per bucket; beyond, it groups.
 _RANGED_BUCKETS = 20_000
-
-
-def _method_value(method: str, raw: dict[str, Any]) -> Any:
-    if method == "stddev":
-        numbers = raw["numbers"]
-        return math.sqrt(max(0.0, raw["sumsq"] / numbers - raw["avg"] * raw["avg"])) if numbers else None
-    return raw[_RAW_AGGREGATES[method][0]]
 
 
 class HistoryReader:
@@ -64,7 +43,7 @@ class HistoryReader:
         rows = []
         for tid, entity_id, types in self.connection.execute("SELECT tid, id, types FROM temporal_entities ORDER BY tid"):
             type_list = orjson.loads(types)
-            if selectors is not None and not any(_selects(s, entity_id, type_list) for s in selectors):
+            if selectors is not None and not any(s.matches({"id": entity_id, "type": type_list}) for s in selectors):
                 continue
             if query is not None and query.timerel is not None:
                 where, params = self._filter(tid, query)
@@ -78,7 +57,7 @@ class HistoryReader:
         return (row[0], orjson.loads(row[1])) if row else None
 
     def _filter(self, tid: int, query: TemporalQuery) -> tuple[str, list[Any]]:
-        column = _TIME_COLUMN[query.timeproperty]
+        column = TIME_COLUMN[query.timeproperty]
         where, params = ["tid = ?"], [tid]
         if column == "deleted":
             where.append("deleted IS NOT NULL")
@@ -109,7 +88,7 @@ class HistoryReader:
         attribute at most ``instance_limit`` + 1 (the earliest, or with lastN the most recent), so
         that ``paginate`` can tell when the limit cuts an answer short."""
         where, params = self._filter(tid, query)
-        column = _TIME_COLUMN[query.timeproperty]
+        column = TIME_COLUMN[query.timeproperty]
         order, take = "ASC", query.instance_limit + 1
         if query.last_n is not None:
             order, take = "DESC", min(query.last_n, take)
@@ -135,7 +114,7 @@ class HistoryReader:
         attribute at a time, so each query reads one range of the history index in time order."""
         assert query.aggregation is not None
         where, params = self._filter(tid, query)
-        column = _TIME_COLUMN[query.timeproperty]
+        column = TIME_COLUMN[query.timeproperty]
         spans: dict[int, tuple[float, float]] = {}
         for attr_id in self._attribute_ids(tid, query):
             attr_where, attr_params = f"{where} AND attr_id = ?", [*params, attr_id]
@@ -145,13 +124,9 @@ class HistoryReader:
                 spans[attr_id] = (low, high)
         if not spans:
             return {}
-        origin = query.start if query.start is not None else min(low for low, _ in spans.values())
-        last = query.end if query.end is not None else max(high for _, high in spans.values())
-        period = query.aggregation.period
-        # only what the methods asked for is computed: a distinct count reads every instance's
-        # document, the rest only the history index (time and number); the count tells empty buckets
-        needed = list(dict.fromkeys(["count", *(raw for method in query.aggregation.methods for raw in _RAW_AGGREGATES[method])]))
-        aggregates = ", ".join(_AGGREGATE_SQL[raw] for raw in needed)
+        answer = AggregatedAnswer.over(query, spans)
+        origin, period = answer.origin, query.aggregation.period
+        aggregates = ", ".join(_AGGREGATE_SQL[raw] for raw in answer.needed)
         result: dict[str, dict[str, list[list[Any]]]] = {}
         for attr_id, (_, high) in spans.items():
             attr_where, attr_params = f"{where} AND attr_id = ?", [*params, attr_id]
@@ -160,6 +135,8 @@ class HistoryReader:
                 rows: Any = [(0, *whole)]
             elif column == "observed" and (high - origin) / period < _RANGED_BUCKETS:
                 buckets = int((high - origin) // period) + 1
+                if high >= origin + buckets * period:  # the division rounded down across a bucket's start
+                    buckets += 1
                 rows = self._ranged_buckets(aggregates, attr_where, attr_params, origin, period, buckets)
             else:
                 rows = self.connection.execute(
@@ -169,13 +146,7 @@ class HistoryReader:
                 )
             methods = result.setdefault(self.iris.iri(attr_id), {})
             for number, *values in rows:
-                raw = dict(zip(needed, values))
-                if not raw["count"]:
-                    continue
-                start = origin + number * period if period > 0 else origin
-                interval = [iso_from_epoch(start), iso_from_epoch(start + period if period > 0 else last)]
-                for method in query.aggregation.methods:
-                    methods.setdefault(method, []).append([_method_value(method, raw), *interval])
+                answer.add(methods, number, values)
         return result
 
     def _attribute_ids(self, tid: int, query: TemporalQuery) -> list[int]:
@@ -204,13 +175,3 @@ class HistoryReader:
         )
         bound = [origin, period, origin, period]
         return [(n, *orjson.loads(values)) for n, values in self.connection.execute(sql, [buckets, *params, *bound])]
-
-
-def _selects(selector: Selector, entity_id: str, types: list[str]) -> bool:
-    if selector.ids is not None and entity_id not in selector.ids:
-        return False
-    if selector.id_pattern is not None and not selector.id_pattern.search(entity_id):
-        return False
-    if selector.types is not None and not any(wanted <= set(types) for wanted in selector.types):
-        return False
-    return True

@@ -10,7 +10,7 @@ import orjson
 
 from ..hub.entity import Instance
 from ..hub.errors import ResourceNotFound
-from .sqlite_schema import history_row
+from .history import history_row
 
 
 def _tid(connection: sqlite3.Connection, entity_id: str) -> int:

@@ -21,10 +21,11 @@ import orjson
 
 from ..hub.entity import Entity
 from ..hub.geo import GeoQuery, geometry_of
-from ..hub.query import EntityQuery, Selector, sort_entities
+from ..hub.query import EntityQuery, PageCollector, Selector, sort_entities
 from ..hub.query_language import And, DateTimeLiteral, Node, Or, Term
 from ..hub.temporal import TemporalEntity, TemporalQuery
 from .contract import AttributeSummary, QueryResult, TypeSummary
+from .history import select_by_current_state
 from .sqlite_geo import cover
 from .sqlite_history import HistoryReader
 from .sqlite_plan import (
@@ -125,13 +126,7 @@ class Reader:
         else:  # filtered and ordered by the entities' current state; those without one come last
             everything, _ = self.history.entities(selectors, 2**62, 0, False, query)
             current = {e["id"]: e for e in (self.get(entity_id) for _, entity_id, _ in everything) if e is not None}
-            if query.entity_filter is not None:
-                current = {k: e for k, e in current.items() if query.entity_filter.matches(e)}
-                everything = [row for row in everything if row[1] in current]
-            if query.order_by is not None:
-                rank = {e["id"]: position for position, e in enumerate(sort_entities(list(current.values()), query.order_by))}
-                everything.sort(key=lambda row: rank.get(row[1], len(rank)))
-            page, total = everything[offset : offset + limit], len(everything) if count else None
+            page, total = select_by_current_state(everything, current, query, limit, offset, count)
         return [self._history_of(tid, entity_id, types, query) for tid, entity_id, types in page], total
 
     def _known(self, iri: str) -> int | None:
@@ -291,18 +286,11 @@ class Reader:
                 (rid, orjson.loads(doc))
                 for rid, doc in self.connection.execute(f"SELECT e.rid, e.doc FROM entities e WHERE {where} ORDER BY e.rid", params)
             )
-        wanted_end = query.offset + query.limit
-        page: list[Entity] = []
-        matched = 0
+        collector = PageCollector(query)
         for _, entity in candidates:
-            if not query.matches(entity):
-                continue
-            matched += 1
-            if query.offset < matched <= wanted_end:
-                page.append(entity)
-            elif matched > wanted_end and not query.count:
+            if not collector.offer(entity):
                 break
-        return QueryResult(page, matched if query.count else None)
+        return QueryResult(collector.page, collector.count)
 
     def _geo_matches(self, geo: GeoQuery, where: str, params: list[Any], needed: int | None = None) -> list[tuple[float, int]]:
         """(order key, rid) of the entities whose GeoProperty satisfies ``geo`` and whose row satisfies
@@ -345,13 +333,7 @@ class Reader:
                 [max_lon, min_lon, max_lat, min_lat, attr_id, *params],
             )
         for rid, geojson in shapes:
-            geometry = geometry_of(orjson.loads(geojson))
-            if geo.relation == "near":
-                distance = geo.distance_m(geometry, None)
-                if geo.distance_ok(distance) and (rid not in found or distance < found[rid]):
-                    found[rid] = distance
-            elif geo.matches_geometry(geometry):
-                found[rid] = float(rid)
+            geo.order_shape(found, rid, geometry_of(orjson.loads(geojson)))
         return sorted((key, rid) for rid, key in found.items())
 
     def _near_points(

@@ -26,10 +26,7 @@ import re
 import sqlite3
 from typing import Any
 
-import orjson
-
 from ..hub.entity import ATTRIBUTE_TYPES, Instance
-from ..hub.timestamps import parse_datetime
 from .sqlite_geo import cell_of
 
 SCHEMA_VERSION = 5
@@ -132,33 +129,6 @@ def _add_scalars(rows: dict[tuple[int, int, Any, int], int], attr_id: int, rid: 
             continue
         added = True
     return added
-
-
-def history_row(tid: int, attr_id: int, instance: Instance, at: str) -> tuple[Any, ...]:
-    """A history row of one attribute instance written at ``at``: (tid, attr_id, observed, created,
-    modified, deleted, dataset, num, doc). A deletion instance is placed in time at its deletion."""
-    deleted = instance.get("deletedAt")
-    modified = epoch(deleted or instance.get("modifiedAt", at))
-    observed = instance.get("observedAt")
-    value = instance.get("value")
-    if type(value) is dict and "@value" in value:
-        value = value["@value"]
-    number = value if type(value) in (int, float) else None
-    return (
-        tid,
-        attr_id,
-        epoch(observed) if observed else modified,
-        epoch(instance.get("createdAt", deleted or at)),
-        modified,
-        modified if deleted else None,
-        instance.get("datasetId"),
-        number,
-        orjson.dumps(instance),
-    )
-
-
-def epoch(text: str) -> float:
-    return parse_datetime(text).timestamp()
 
 
 def attribute_rows(

@@ -33,7 +33,8 @@ from ..hub.geo import bounds_of
 from ..hub.temporal import changed_instances, deleted_instances
 from . import sqlite_subscriptions as subscription_sql
 from .contract import SubscriptionRecord, WriteHook
-from .sqlite_schema import IriCache, attribute_rows, history_row, load_kinds
+from .history import history_row
+from .sqlite_schema import IriCache, attribute_rows, load_kinds
 
 T = TypeVar("T")
 log = logging.getLogger("cityops.store")

@@ -1,0 +1,56 @@
+"""Connections to PostgreSQL: one asyncpg pool a process, JSON read and written with orjson."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+
+# JSONB in binary form is a version byte (1) and the JSON text; binary is what COPY needs.
+def _encode_json(value: Any) -> bytes:
+    if isinstance(value, bytes):  # already serialized
+        return b"\x01" + value
+    return b"\x01" + orjson.dumps(value)
+
+
+def _decode_json(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+def _encode_json_text(value: Any) -> bytes:
+    if isinstance(value, bytes):  # already serialized
+        return value
+    return orjson.dumps(value)
+
+
+async def _prepare(connection: asyncpg.Connection) -> None:
+    await connection.set_type_codec("jsonb", encoder=_encode_json, decoder=_decode_json, schema="pg_catalog", format="binary")
+    # json in binary form is its text as it is
+    await connection.set_type_codec("json", encoder=_encode_json_text, decoder=orjson.loads, schema="pg_catalog", format="binary")
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> asyncpg.Pool:
+    """A pool whose connections give up on a statement after ``timeout`` x 6 seconds; connecting
+    gives up after ``timeout`` (asyncpg raises, the store answers 503)."""
+    return await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=timeout * 6, init=_prepare
+    )
+
+
+async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+    """One connection outside the pool (migrations, the leader's lock, partitions, IRIs)."""
+    connection = await asyncpg.connect(url, timeout=timeout, command_timeout=timeout * 6)
+    await _prepare(connection)
+    return connection
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, credentials = head.partition("://")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}@{tail}"

@@ -1,0 +1,209 @@
+"""Reading entities from PostgreSQL: lookups, queries and discovery.
+
+SQL selects candidates by what the tables decide exactly (ids, types, the GiST index of
+geometries for a geo-query's box); ``EntityQuery.matches`` then makes the full decision over
+them (``q``, id patterns, scopes, the exact geometry test), in creation order, so the answer and
+its paging are the same as the SQLite store's. Candidates are read through a cursor in chunks,
+so a query that stops at its page does not read every candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..hub.entity import Entity
+from ..hub.geo import GeoQuery, geometry_of
+from ..hub.query import EntityQuery, PageCollector, Selector, sort_entities
+from .contract import AttributeSummary, QueryResult, TypeSummary
+from .postgres_schema import Iris
+
+CHUNK = 500  # candidates fetched from the cursor at a time
+_POINT = "GeometryType(g.geom) = 'POINT'"
+
+
+class _Sql:
+    """A WHERE clause being built with numbered parameters ($1 is always the tenant)."""
+
+    def __init__(self, t: int):
+        self.params: list[Any] = [t]
+        self.parts: list[str] = []
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    @property
+    def where(self) -> str:
+        return " AND ".join(["e.t = $1", *self.parts])
+
+
+class EntityReader:
+    def __init__(self, iris: Iris):
+        self.iris = iris
+
+    async def get(self, connection: asyncpg.Connection, t: int, entity_id: str) -> Entity | None:
+        return await connection.fetchval("SELECT doc FROM entities WHERE t = $1 AND id = $2", t, entity_id)
+
+    async def get_many(self, connection: asyncpg.Connection, t: int, entity_ids: list[str]) -> dict[str, Entity]:
+        rows = await connection.fetch("SELECT id, doc FROM entities WHERE t = $1 AND id = ANY($2::text[])", t, entity_ids)
+        return {entity_id: doc for entity_id, doc in rows}
+
+    # -- queries ---------------------------------------------------------------------------------
+    async def query(self, connection: asyncpg.Connection, t: int, query: EntityQuery) -> QueryResult:
+        if query.order_by:
+            everything = (
+                await self.query(connection, t, replace(query, order_by=None, limit=2**62, offset=0, count=False))
+            ).entities
+            ordered = sort_entities(everything, query.order_by)
+            return QueryResult(ordered[query.offset : query.offset + query.limit], len(ordered) if query.count else None)
+        sql = _Sql(t)
+        if not await self._select(connection, sql, query):
+            return QueryResult([], 0 if query.count else None)
+        if query.geo is not None:
+            return await self._geo_query(connection, sql, query)
+        collector = PageCollector(query)
+        candidates = self._candidates(connection, f"SELECT e.doc FROM entities e WHERE {sql.where} ORDER BY e.rid", sql.params)
+        async with aclosing(candidates):  # stopping early ends the cursor's transaction at once
+            async for entity in candidates:
+                if not collector.offer(entity):
+                    break
+        return QueryResult(collector.page, collector.count)
+
+    async def _candidates(self, connection: asyncpg.Connection, sql: str, params: list[Any]) -> AsyncIterator[Entity]:
+        async with connection.transaction(readonly=True):
+            cursor = await connection.cursor(sql, *params)
+            while True:
+                rows = await cursor.fetch(CHUNK)
+                for (doc,) in rows:
+                    yield doc
+                if len(rows) < CHUNK:
+                    return
+
+    async def _select(self, connection: asyncpg.Connection, sql: _Sql, query: EntityQuery) -> bool:
+        """Add what SQL decides exactly (ids, types, attributes present); False: nothing can match."""
+        if query.selectors is not None:
+            alternatives = [a for a in [await self._selector(connection, sql, s) for s in query.selectors] if a != "FALSE"]
+            if not alternatives:
+                return False
+            if "TRUE" not in alternatives:
+                sql.parts.append("(" + " OR ".join(f"({a})" for a in alternatives) + ")")
+        if query.attrs is not None:
+            sql.parts.append(f"(e.doc->'attrs')::jsonb ?| {sql.param(list(query.attrs))}::text[]")
+        return True
+
+    async def _selector(self, connection: asyncpg.Connection, sql: _Sql, selector: Selector) -> str:
+        parts = []
+        if selector.ids is not None:
+            if not selector.ids:
+                return "FALSE"
+            parts.append(f"e.id = ANY({sql.param(list(selector.ids))}::text[])")
+        if selector.types is not None:
+            alternatives = []
+            for wanted in selector.types:
+                known = await self.iris.known(connection, list(wanted))
+                if len(known) < len(wanted):
+                    continue  # a type no entity ever had
+                alternatives.append(
+                    " AND ".join(
+                        f"e.rid IN (SELECT rid FROM entity_types WHERE t = $1 AND type_id = {n})" for n in known.values()
+                    )
+                )
+            if not alternatives:
+                return "FALSE"
+            parts.append("(" + " OR ".join(f"({a})" for a in alternatives) + ")")
+        return " AND ".join(parts) if parts else "TRUE"
+
+    async def _geo_query(self, connection: asyncpg.Connection, sql: _Sql, query: EntityQuery) -> QueryResult:
+        """Candidates from the GiST index (the query's box), decided exactly here, in result order:
+        nearest first for ``near``, else creation order."""
+        geo = query.geo
+        assert geo is not None
+        known = await self.iris.known(connection, [geo.geoproperty])
+        if not known:
+            return QueryResult([], 0 if query.count else None)
+        attr_param = sql.param(known[geo.geoproperty])
+        box = geo.bbox()
+        in_box = ""
+        if box is not None:
+            min_lon, min_lat, max_lon, max_lat = box
+            in_box = f" AND g.geom && ST_MakeEnvelope({min_lon!r}, {min_lat!r}, {max_lon!r}, {max_lat!r}, 4326)"
+        rows = await connection.fetch(
+            f"SELECT g.rid, CASE WHEN {_POINT} THEN ST_X(g.geom) END, CASE WHEN {_POINT} THEN ST_Y(g.geom) END, "
+            f"CASE WHEN {_POINT} THEN NULL ELSE ST_AsGeoJSON(g.geom) END FROM geo g JOIN entities e ON e.t = g.t AND e.rid = g.rid "
+            f"WHERE g.t = $1 AND g.attr_id = {attr_param}{in_box} AND {sql.where}",
+            *sql.params,
+        )
+        found = _geo_decisions(geo, rows)
+        ordered = [rid for _, rid in sorted((key, rid) for rid, key in found.items())]
+        docs = await self._docs(connection, sql.params[0], ordered)
+        collector = PageCollector(query)
+        for rid in ordered:
+            if not collector.offer(docs[rid]):
+                break
+        return QueryResult(collector.page, collector.count)
+
+    async def _docs(self, connection: asyncpg.Connection, t: int, rids: list[int]) -> dict[int, Entity]:
+        rows = await connection.fetch("SELECT rid, doc FROM entities WHERE t = $1 AND rid = ANY($2::bigint[])", t, rids)
+        return dict(rows)
+
+    # -- discovery ----------------------------------------------------------------------------------
+    async def types(self, connection: asyncpg.Connection, t: int, with_attributes: bool) -> list[TypeSummary]:
+        counts = await connection.fetch("SELECT type_id, count(*) FROM entity_types WHERE t = $1 GROUP BY type_id", t)
+        names = await self.iris.names(connection, {type_id for type_id, _ in counts})
+        summaries = {type_id: TypeSummary(names[type_id], count) for type_id, count in counts}
+        if with_attributes and summaries:
+            rows = await connection.fetch(
+                "SELECT DISTINCT et.type_id, a.key, i->>'type' FROM entities e JOIN entity_types et ON et.t = e.t AND et.rid = e.rid, "
+                "json_each(e.doc->'attrs') a, json_array_elements(a.value) i WHERE e.t = $1",
+                t,
+            )
+            for type_id, attr, kind in rows:
+                summaries[type_id].attributes.setdefault(attr, set()).add(kind or "Property")
+        return sorted(summaries.values(), key=lambda s: s.type)
+
+    async def attributes(self, connection: asyncpg.Connection, t: int) -> list[AttributeSummary]:
+        summaries: dict[str, AttributeSummary] = {}
+        rows = await connection.fetch(
+            "SELECT a.key, count(DISTINCT e.rid), array_agg(DISTINCT i->>'type') FROM entities e, json_each(e.doc->'attrs') a, "
+            "json_array_elements(a.value) i WHERE e.t = $1 GROUP BY a.key",
+            t,
+        )
+        for attr, count, kinds in rows:
+            summaries[attr] = AttributeSummary(attr, count, kinds={k or "Property" for k in kinds})
+        typed = await connection.fetch(
+            "SELECT DISTINCT a.key, et.type_id FROM entities e JOIN entity_types et ON et.t = e.t AND et.rid = e.rid, "
+            "json_object_keys(e.doc->'attrs') a(key) WHERE e.t = $1",
+            t,
+        )
+        names = await self.iris.names(connection, {type_id for _, type_id in typed})
+        for attr, type_id in typed:
+            summaries[attr].types.add(names[type_id])
+        return sorted(summaries.values(), key=lambda s: s.attribute)
+
+
+def _geo_decisions(geo: GeoQuery, rows: list[asyncpg.Record]) -> dict[int, float]:
+    """rid -> order key (distance for near, else the rid) of the rows whose geometry satisfies ``geo``."""
+    found: dict[int, float] = {}
+    points = [(rid, lon, lat) for rid, lon, lat, shape in rows if shape is None]
+    if geo.relation == "near":
+        if geo.point is not None:
+            decided = geo.near_points(points)
+        else:
+            decided = [(rid, geo.distance_m(None, (lon, lat))) for rid, lon, lat in points]
+            decided = [(rid, d) for rid, d in decided if geo.distance_ok(d)]
+        for rid, distance in decided:
+            if rid not in found or distance < found[rid]:
+                found[rid] = distance
+    else:
+        for rid in geo.matching_points(points):
+            found[rid] = float(rid)
+    for rid, _, _, shape in rows:
+        if shape is not None:
+            geo.order_shape(found, rid, geometry_of(orjson.loads(shape)))
+    return found
