@@ -60,13 +60,14 @@ class CityOps:
         self._duties = asyncio.create_task(self._lead(), name="leader")
 
     async def _lead(self) -> None:
-        """Wait to be the process that runs the background duties, then run them."""
-        await self.leader.acquire()
-        await self.notifier.start()
-        await self.retention.start()
-        await self.leader.wait_lost()
-        await self.notifier.stop()  # another process leads now; two must never deliver
-        await self.retention.stop()
+        """Wait to be the process that runs the background duties, run them while it leads."""
+        while True:
+            await self.leader.acquire()
+            await self.notifier.start()
+            await self.retention.start()
+            await self.leader.wait_lost()
+            await self.notifier.stop()  # another process leads now; two must not deliver
+            await self.retention.stop()
 
     async def stop(self) -> None:
         await self.bus.stop()

@@ -168,6 +168,11 @@ class Notifier:
         await self._flush(with_statuses=True)
         await self.http.close()
         await self.mqtt.close()
+        # ready to start again from the outbox (when this process leads again)
+        self._tasks.clear()
+        self.channels.clear()
+        self._periodic.clear()
+        self._cursor.clear()
 
     def live_status(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
         """The delivery status this process holds (newer than the stored one), if it delivers to that subscription."""

@@ -37,7 +37,11 @@ log = logging.getLogger("cityops.store")
 T = TypeVar("T")
 
 MONTHS_AHEAD = 2  # history partitions made ahead of time, besides the current month's
-_UNREACHABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, TimeoutError)
+# a broken connection shows as any of these, depending on where asyncpg was when it broke
+_UNREACHABLE = (
+    OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError, TimeoutError,
+)  # fmt: skip
 
 
 class PostgresStore:
