@@ -31,6 +31,7 @@ everything else on the machine, because they all share the same cores.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import io
 import json
@@ -81,6 +82,25 @@ SERVER_ENV = {
     "CITYOPS_MAX_BODY_BYTES": str(64 * 1024 * 1024),
     "CITYOPS_MAX_BATCH_SIZE": "10000",
 }
+
+
+# A PostgreSQL server where the benchmarks may create and drop their databases (--backend postgresql).
+POSTGRES_ADMIN_URL = os.environ.get("CITYOPS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ("sqlite", "postgresql")
+
+
+def postgres_admin(statement: str) -> Any:
+    """Run one statement on the admin database; its first value."""
+    import asyncpg
+
+    async def run() -> Any:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+        try:
+            return await connection.fetchval(statement)
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -275,11 +295,13 @@ class Server:
     instead of the installed working tree.
     """
 
-    def __init__(self, workdir: Path, source: Path | None = None, workers: int = 1):
+    def __init__(self, workdir: Path, source: Path | None = None, workers: int = 1, backend: str = "sqlite"):
         self.workdir = workdir
         self.source = source
         self.workers = workers
-        self.database = workdir / "bench.db"
+        self.backend = backend
+        self.database = str(workdir / "bench.db")
+        self._postgres_name: str | None = None
         self.log_path = workdir / "server.log"
         self.port = free_port()
         self.host = f"{HOST}:{self.port}"
@@ -292,6 +314,10 @@ class Server:
         return self.process.pid
 
     def start(self, timeout: float = 30.0) -> None:
+        if self.backend == "postgresql" and self._postgres_name is None:
+            self._postgres_name = f"cityops_bench_{os.getpid()}_{self.port}"
+            postgres_admin(f"CREATE DATABASE {self._postgres_name}")
+            self.database = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + self._postgres_name
         env = {**os.environ, **SERVER_ENV}
         if self.source is not None:
             env["PYTHONPATH"] = os.pathsep.join(
@@ -382,9 +408,17 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._postgres_name is not None:
+            postgres_admin(f"DROP DATABASE IF EXISTS {self._postgres_name} WITH (FORCE)")
+            self._postgres_name = None
 
     def get(self, target: str) -> Response:
         return fetch_sync(HOST, self.port, http_request("GET", target, host=self.host))
+
+    def database_bytes(self) -> int:
+        if self._postgres_name is not None:
+            return int(postgres_admin(f"SELECT pg_database_size('{self._postgres_name}')") or 0)
+        return sum(p.stat().st_size for p in self.workdir.glob("bench.db*") if p.is_file())
 
 
 def machine_cpu_ticks() -> tuple[int, int]:
@@ -623,8 +657,7 @@ class Benchmark:
             "rss_mib": round(kib["VmRSS"] / 1024, 1),
             "hwm_mib": round(kib["VmHWM"] / 1024, 1),
         }
-        db_bytes = sum(p.stat().st_size for p in self.server.workdir.glob("bench.db*") if p.is_file())
-        record["database_mib"] = round(db_bytes / 2**20, 1)
+        record["database_mib"] = round(self.server.database_bytes() / 2**20, 1)
         return record
 
     def type_q(self, size_label: str, key: str, entities: int, targeted: bool) -> None:
@@ -716,6 +749,7 @@ def focused_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured phase")
     parser.add_argument("--server-workers", type=int, default=1)
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite", help="store of the server (postgresql: a fresh database, dropped after)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser
 
@@ -915,6 +949,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--server-workers", type=int, default=1, metavar="N", help="server processes (cityops serve --workers N; default 1)"
     )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="sqlite",
+        help="the server's store: sqlite (a fresh file) or postgresql (a fresh database on CITYOPS_BENCH_POSTGRES_URL's server, dropped after)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0)
@@ -938,9 +976,9 @@ def main(argv: list[str] | None = None) -> int:
         env["server_source"] = "working tree" + (
             " (src/ has uncommitted changes)" if env["src_dirty_at_start"] else ""
         )
-    server = Server(workdir, source, workers=args.server_workers)
+    server = Server(workdir, source, workers=args.server_workers, backend=args.backend)
     console.print(
-        f"[bold]CityOps hub benchmark[/bold]: {args.entities:,} entities, {args.duration:g} s per phase after "
+        f"[bold]CityOps hub benchmark[/bold] on {args.backend}: {args.entities:,} entities, {args.duration:g} s per phase after "
         f"{args.warmup:g} s warm-up, {args.concurrency} connections (closed loop), generator: "
         f"{args.generator_processes} process(es) on {env['generator_event_loop']}; "
         f"load average before {env['load_average_before'][0]:.2f}"

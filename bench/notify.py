@@ -123,7 +123,7 @@ def post(server: Server, target: str, body: Any, expected: tuple[int, ...]) -> N
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="cityops-bench-notify-"))
     receiver = Receiver(workdir)
-    server = Server(workdir, workers=args.server_workers)
+    server = Server(workdir, workers=args.server_workers, backend=args.backend)
     receiver.start()
     server.start()
     results: dict[str, Any] = {

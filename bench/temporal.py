@@ -99,7 +99,7 @@ def load_history(server: Server) -> float:
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="cityops-bench-temporal-"))
-    server = Server(workdir, workers=args.server_workers)
+    server = Server(workdir, workers=args.server_workers, backend=args.backend)
     server.start()
     results: dict[str, Any] = {"revision": git("rev-parse", "--short", "HEAD")}
     try:

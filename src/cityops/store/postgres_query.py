@@ -20,8 +20,10 @@ import orjson
 from ..hub.entity import Entity
 from ..hub.geo import GeoQuery, geometry_of
 from ..hub.query import EntityQuery, PageCollector, Selector, sort_entities
+from ..hub.query_language import And, DateTimeLiteral, Term
 from .contract import AttributeSummary, QueryResult, TypeSummary
 from .postgres_schema import Iris
+from .value_index import BOOLEAN, NUMBER, PRESENT, STRING, as_float
 
 CHUNK = 500  # candidates fetched from the cursor at a time
 _POINT = "GeometryType(g.geom) = 'POINT'"
@@ -94,8 +96,62 @@ class EntityReader:
             if "TRUE" not in alternatives:
                 sql.parts.append("(" + " OR ".join(f"({a})" for a in alternatives) + ")")
         if query.attrs is not None:
-            sql.parts.append(f"(e.doc->'attrs')::jsonb ?| {sql.param(list(query.attrs))}::text[]")
+            known = await self.iris.known(connection, list(query.attrs))
+            if not known:
+                return False
+            sql.parts.append(
+                f"e.rid IN (SELECT rid FROM attr_values WHERE t = $1 AND attr_id = ANY({sql.param(list(known.values()))}::int[]))"
+            )
+        if query.q is not None:
+            terms = [query.q] if isinstance(query.q, Term) else list(query.q.children) if isinstance(query.q, And) else []
+            for term in terms:
+                if isinstance(term, Term):
+                    narrowing = await self._narrowing(connection, sql, term)
+                    if narrowing == "FALSE":
+                        return False
+                    if narrowing is not None:
+                        sql.parts.append(narrowing)
         return True
+
+    async def _narrowing(self, connection: asyncpg.Connection, sql: _Sql, term: Term) -> str | None:
+        """A condition every entity matching ``term`` meets (more may: ``matches`` decides), from the
+        value index; None when the index cannot narrow this term. Entities whose attribute holds
+        no scalar (a PRESENT row) stay candidates whatever the comparison."""
+        if term.op in ("!exists", "!=", "!~=", "~=") or not term.path.is_plain:
+            return None
+        known = await self.iris.known(connection, [term.path.attr])
+        if not known:
+            return "FALSE"
+        attr = sql.param(known[term.path.attr])
+        literals = [term.low, term.high] if term.low is not None else list(term.values)
+        if term.op == "exists":
+            value = "TRUE"
+        elif any(isinstance(literal, DateTimeLiteral) for literal in literals):
+            return None
+        elif term.low is not None:
+            value = _range(sql, term.low, term.high)
+        elif term.op == "==":
+            numbers = [as_float(v) for v in term.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            texts = [v for v in term.values if isinstance(v, str)]
+            flags = [float(v) for v in term.values if isinstance(v, bool)]
+            parts = [f"kind = {PRESENT}"]
+            if numbers:
+                parts.append(f"kind = {NUMBER} AND num = ANY({sql.param(numbers)}::float8[])")
+            if texts:
+                parts.append(f"kind = {STRING} AND txt = ANY({sql.param(texts)}::text[])")
+            if flags:
+                parts.append(f"kind = {BOOLEAN} AND num = ANY({sql.param(flags)}::float8[])")
+            value = " OR ".join(f"({p})" for p in parts)
+        else:
+            literal = term.values[0]
+            inclusive = term.op if term.op in ("<=", ">=") else term.op + "="  # floats may round an integer's edge
+            if isinstance(literal, bool):
+                value = f"kind = {PRESENT}"
+            elif isinstance(literal, (int, float)):
+                value = f"kind = {PRESENT} OR (kind = {NUMBER} AND num {inclusive} {sql.param(as_float(literal))}::float8)"
+            else:
+                value = f"kind = {PRESENT} OR (kind = {STRING} AND txt {inclusive} {sql.param(literal)}::text)"
+        return f"e.rid IN (SELECT rid FROM attr_values WHERE t = $1 AND attr_id = {attr} AND ({value}))"
 
     async def _selector(self, connection: asyncpg.Connection, sql: _Sql, selector: Selector) -> str:
         parts = []
@@ -185,6 +241,20 @@ class EntityReader:
         for attr, type_id in typed:
             summaries[attr].types.add(names[type_id])
         return sorted(summaries.values(), key=lambda s: s.attribute)
+
+
+def _range(sql: _Sql, low: Any, high: Any) -> str:
+    if (
+        isinstance(low, (int, float))
+        and isinstance(high, (int, float))
+        and not isinstance(low, bool)
+        and not isinstance(high, bool)
+    ):
+        bounds = f"{sql.param(as_float(low))}::float8 AND {sql.param(as_float(high))}::float8"
+        return f"kind = {PRESENT} OR (kind = {NUMBER} AND num BETWEEN {bounds})"
+    if isinstance(low, str) and isinstance(high, str):
+        return f"kind = {PRESENT} OR (kind = {STRING} AND txt BETWEEN {sql.param(low)}::text AND {sql.param(high)}::text)"
+    return f"kind = {PRESENT}"
 
 
 def _geo_decisions(geo: GeoQuery, rows: list[asyncpg.Record]) -> dict[int, float]:

@@ -11,6 +11,9 @@ LanguageProperty's first language, an entity's attribute order), and stored with
   (tenant, id), with a row number ``rid`` the index tables point at; ``entity_types``: (tenant,
   type, rid) for type selection; ``geo``: every GeoProperty instance as a PostGIS geometry (SRID
   4326) under a GiST index, points and shapes alike.
+- ``attr_values``: every scalar an attribute holds (numbers and booleans in ``num``, texts in
+  ``txt`` compared in code-point order, as Python compares them), one row a value, and a row
+  marking attributes with no scalar at all; ``q`` narrows its candidates through it.
 - ``temporal_entities`` and ``history``: every attribute instance ever written, append-only,
   placed in time by its observedAt as epoch seconds (its modification time when it has none),
   with its value as a number when it is one. ``history`` is partitioned by month of that time;
@@ -87,6 +90,19 @@ CREATE TABLE subscriptions (
 CREATE INDEX subscriptions_version ON subscriptions (t, version);
 CREATE TABLE outbox (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, t int NOT NULL, subscription text NOT NULL, body bytea NOT NULL);
 CREATE INDEX outbox_subscription ON outbox (t, subscription, seq);
+""",
+    ),
+)
+MIGRATIONS += (
+    Migration(
+        2,
+        "the value index: every scalar an attribute holds, so that q narrows candidates in SQL",
+        """
+CREATE TABLE attr_values (
+    t int NOT NULL, rid bigint NOT NULL, attr_id int NOT NULL, kind smallint NOT NULL, num double precision, txt text COLLATE "C");
+CREATE INDEX attr_values_num ON attr_values (t, attr_id, kind, num) INCLUDE (rid);
+CREATE INDEX attr_values_txt ON attr_values (t, attr_id, kind, txt) INCLUDE (rid) WHERE txt IS NOT NULL;
+CREATE INDEX attr_values_rid ON attr_values (t, rid, attr_id);
 """,
     ),
 )

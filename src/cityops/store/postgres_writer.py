@@ -29,6 +29,7 @@ from . import postgres_subscriptions as subscription_sql
 from .contract import SubscriptionRecord, WriteHook
 from .history import history_row
 from .postgres_schema import Iris, Partitions, month_of
+from .value_index import STRING, ValueRows, as_float, value_rows
 
 log = logging.getLogger("cityops.store")
 
@@ -131,7 +132,7 @@ class Writer:
         for entity in final.values():
             if entity is not None:
                 names.update(entity["type"])
-                names.update(name for name, values in entity["attrs"].items() if _has_geo(values))
+                names.update(entity["attrs"])
         for entity in initial.values():
             names.update(entity["type"])
         numbers = await self.iris.ids_of(self.side_pool, names)
@@ -218,9 +219,8 @@ class Writer:
             if entity is not None and entity_id in rids and entity != initial[entity_id]
         }
         if deleted:
-            await connection.execute("DELETE FROM entities WHERE t = $1 AND rid = ANY($2::bigint[])", t, deleted)
-            await connection.execute("DELETE FROM entity_types WHERE t = $1 AND rid = ANY($2::bigint[])", t, deleted)
-            await connection.execute("DELETE FROM geo WHERE t = $1 AND rid = ANY($2::bigint[])", t, deleted)
+            for table in ("entities", "entity_types", "geo", "attr_values"):
+                await connection.execute(f"DELETE FROM {table} WHERE t = $1 AND rid = ANY($2::bigint[])", t, deleted)
         if updated:
             await connection.execute(
                 "UPDATE entities e SET doc = u.doc FROM unnest($2::text[], $3::json[]) u(id, doc) WHERE e.t = $1 AND e.id = u.id",
@@ -242,31 +242,45 @@ class Writer:
         retyped: list[int] = []
         geo_rows: list[tuple[int, int, int, str]] = []
         regeo: list[tuple[int, int]] = []
+        values: ValueRows = {}
+        revalued: list[tuple[int, int]] = []
         for entity_id, entity in created.items():
             rid = new_rids[entity_id]
             type_rows += [(rid, numbers[name]) for name in entity["type"]]
             geo_rows += _geo_rows(rid, entity["attrs"], entity["attrs"].keys(), numbers)
+            for name, instances in entity["attrs"].items():
+                values.update(value_rows(numbers[name], rid, instances))
         for entity_id, entity in updated.items():
             rid, before = rids[entity_id], initial[entity_id]
             if entity["type"] != before["type"]:
                 retyped.append(rid)
                 type_rows += [(rid, numbers[name]) for name in entity["type"]]
             old, new = before["attrs"], entity["attrs"]
-            changed = [
-                n for n in old.keys() | new.keys() if old.get(n) != new.get(n) and (_has_geo(old.get(n)) or _has_geo(new.get(n)))
-            ]
+            changed = [n for n in old.keys() | new.keys() if old.get(n) != new.get(n)]
             for name in changed:
-                if _has_geo(old.get(name)):
-                    regeo.append((rid, numbers[name]))
-            geo_rows += _geo_rows(rid, new, [n for n in changed if n in new], numbers)
+                if name in old:
+                    revalued.append((rid, numbers[name]))
+                if name in new:
+                    values.update(value_rows(numbers[name], rid, new[name]))
+            located = [n for n in changed if _has_geo(old.get(n)) or _has_geo(new.get(n))]
+            regeo += [(rid, numbers[name]) for name in located if _has_geo(old.get(name))]
+            geo_rows += _geo_rows(rid, new, [n for n in located if n in new], numbers)
         if retyped:
             await connection.execute("DELETE FROM entity_types WHERE t = $1 AND rid = ANY($2::bigint[])", t, retyped)
-        if regeo:
-            await connection.execute(
-                "DELETE FROM geo g USING unnest($2::bigint[], $3::int[]) u(rid, attr_id) WHERE g.t = $1 AND g.rid = u.rid AND g.attr_id = u.attr_id",
-                t,
-                [rid for rid, _ in regeo],
-                [attr_id for _, attr_id in regeo],
+        for table, pairs in (("geo", regeo), ("attr_values", revalued)):
+            if pairs:
+                await connection.execute(
+                    f"DELETE FROM {table} g USING unnest($2::bigint[], $3::int[]) u(rid, attr_id) "
+                    "WHERE g.t = $1 AND g.rid = u.rid AND g.attr_id = u.attr_id",
+                    t,
+                    [rid for rid, _ in pairs],
+                    [attr_id for _, attr_id in pairs],
+                )
+        if values:
+            await connection.copy_records_to_table(
+                "attr_values",
+                records=[(t, *_value_row(key)) for key in values],
+                columns=["t", "rid", "attr_id", "kind", "num", "txt"],
             )
         if type_rows:
             await connection.execute(
@@ -285,6 +299,14 @@ class Writer:
                 [row[2] for row in geo_rows],
                 [row[3] for row in geo_rows],
             )
+
+
+def _value_row(key: tuple[int, int, Any, int]) -> tuple[int, int, int, float | None, str | None]:
+    """(rid, attr_id, kind, num, txt) of a value-index key; a PRESENT row keeps its attribute kind in num."""
+    attr_id, kind, value, rid = key
+    if kind == STRING:
+        return rid, attr_id, kind, None, value
+    return rid, attr_id, kind, as_float(value), None
 
 
 def _history_of(change: Change) -> list[tuple[str, Instance, bool]]:

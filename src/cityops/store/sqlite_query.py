@@ -39,7 +39,8 @@ from .sqlite_plan import (
     smallest_estimate,
     type_conjunct,
 )
-from .sqlite_schema import BOOLEAN, INDEXED_KINDS, KIND_NAME, NUMBER, STRING, IriCache, load_kinds
+from .sqlite_schema import IriCache, load_kinds
+from .value_index import BOOLEAN, INDEXED_KINDS, KIND_NAME, NUMBER, STRING
 
 
 def _point_source(box: tuple[float, float, float, float] | None, join: str, attr_id: int) -> tuple[str, str, list[Any]]:

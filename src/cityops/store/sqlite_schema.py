@@ -26,15 +26,11 @@ import re
 import sqlite3
 from typing import Any
 
-from ..hub.entity import ATTRIBUTE_TYPES, Instance
+from ..hub.entity import Instance
 from .sqlite_geo import cell_of
+from .value_index import KIND_CODE, add_instance_values
 
 SCHEMA_VERSION = 5
-KIND_CODE = {kind: index for index, kind in enumerate(ATTRIBUTE_TYPES)}
-KIND_NAME = dict(enumerate(ATTRIBUTE_TYPES))
-# Attribute kinds whose values the value index holds exactly as the query language compares them.
-INDEXED_KINDS = frozenset(KIND_CODE[k] for k in ("Property", "Relationship", "LanguageProperty", "ListProperty", "ListRelationship"))
-NUMBER, STRING, BOOLEAN, PRESENT = 0, 1, 2, 3  # value kinds in attr_values
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -111,26 +107,6 @@ class SchemaMismatch(RuntimeError):
     """A database file was written by a CityOps version with another store layout."""
 
 
-def _add_scalars(rows: dict[tuple[int, int, Any, int], int], attr_id: int, rid: int, value: Any, akind: int) -> bool:
-    """Add value-index rows for ``value`` (arrays: their scalar elements); whether any was added."""
-    added = False
-    for item in value if type(value) is list else (value,):
-        kind = type(item)
-        if kind is str:
-            rows[(attr_id, STRING, item, rid)] = akind
-        elif kind is int or kind is float:
-            rows[(attr_id, NUMBER, item, rid)] = akind
-        elif kind is bool:
-            rows[(attr_id, BOOLEAN, int(item), rid)] = akind
-        elif kind is dict and "@value" in item and type(item["@value"]) in (str, int, float, bool):
-            added = _add_scalars(rows, attr_id, rid, item["@value"], akind) or added
-            continue
-        else:
-            continue
-        added = True
-    return added
-
-
 def attribute_rows(
     attr_id: int, rid: int, instances: list[Instance]
 ) -> tuple[dict[tuple[int, int, Any, int], int], list[tuple[Any, ...]], list[Instance], set[int]]:
@@ -150,29 +126,14 @@ def attribute_rows(
         kind_name = instance.get("type", "Property")
         akind = KIND_CODE.get(kind_name, 0)
         kinds.add(akind)
-        found = False
-        if kind_name == "Property":
-            found = _add_scalars(values, attr_id, rid, instance.get("value"), akind)
-        elif kind_name == "GeoProperty":
+        if kind_name == "GeoProperty":
             value = instance.get("value") or {}
             if value.get("type") == "Point":
                 lon, lat = value["coordinates"][0], value["coordinates"][1]
                 points.append((attr_id, cell_of(lon, lat), rid, seq, lon, lat))
             else:
                 shapes.append(instance)
-        elif kind_name == "Relationship":
-            found = _add_scalars(values, attr_id, rid, instance.get("object"), akind)
-        elif kind_name == "ListProperty":
-            found = _add_scalars(values, attr_id, rid, instance.get("valueList"), akind)
-        elif kind_name == "LanguageProperty":
-            for text in (instance.get("languageMap") or {}).values():
-                found = _add_scalars(values, attr_id, rid, text, akind) or found
-        elif kind_name == "ListRelationship":
-            for item in instance.get("objectList") or ():
-                target = item.get("object") if isinstance(item, dict) else item
-                found = _add_scalars(values, attr_id, rid, target, akind) or found
-        if not found:
-            values[(attr_id, PRESENT, akind, rid)] = akind
+        add_instance_values(values, attr_id, rid, instance, akind)
     return values, points, shapes, kinds
 
 
