@@ -169,6 +169,19 @@ class Partitions:
 
     def __init__(self) -> None:
         self.known: set[tuple[int, int]] = set()
+        self._last: tuple[float, float] = (0.0, 0.0)  # the bounds of the partition last found
+
+    def covers(self, seconds: float) -> bool:
+        """Whether a partition this process knows holds instances at ``seconds`` (cheap for the
+        common case of many instances in one month)."""
+        low, high = self._last
+        if low <= seconds < high:
+            return True
+        month = month_of(seconds)
+        if month in self.known:
+            self._last = month_bounds(*month)
+            return True
+        return False
 
     async def load(self, connection: asyncpg.Connection) -> None:
         for (low,) in await connection.fetch("SELECT low FROM history_partitions"):

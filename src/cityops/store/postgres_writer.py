@@ -138,20 +138,20 @@ class Writer:
         numbers = await self.iris.ids_of(self.side_pool, names)
 
         history = []
-        months: set[tuple[int, int]] = set()
+        uncovered: set[float] = set()
         replaced: list[tuple[int, int, float, str | None]] = []
         tids = await self._tids(connection, t, changes, numbers, instances)
         for change, found in instances:
             tid = tids.get(change.entity_id)
             for name, instance, replaces in found:
                 row = history_row(tid, numbers[name], instance, change.at)
-                months.add(month_of(row[2]))
+                if not self.partitions.covers(row[2]):
+                    uncovered.add(row[2])
                 if replaces:
                     replaced.append((tid, row[1], row[2], row[6]))
                 history.append(row)
-        missing = months - self.partitions.known
-        if missing:
-            raise _NeedPartitions(missing)
+        if uncovered:
+            raise _NeedPartitions({month_of(seconds) for seconds in uncovered})
 
         await self._entities(connection, t, final, initial, rids, numbers)
         if replaced:
