@@ -13,6 +13,8 @@
 #   ETSI_CONTEXTS  a folder of extra @context files named after their URL's last path segment,
 #                  preloaded for the forge.etsi.org context URLs (for machines without internet)
 #   PORT           where the hub listens (default 1026, which the suite expects)
+#   ETSI_DATABASE  the hub's store: a PostgreSQL URL to run the suite on PostgreSQL (its tables
+#                  must be empty: a fresh database); default a throw-away SQLite file
 #   CITYOPS_TEMPORAL_INSTANCE_LIMIT  instances an attribute per temporal answer (default here 19:
 #                  the suite's pagination tests expect a server whose limit is below their 20+
 #                  instances; the product's default is 10,000)
@@ -43,7 +45,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/1884) 2>/dev/null && command -v mosquitto >/dev
     mosquitto -p 1884 -d
 fi
 
-CITYOPS_TEMPORAL_INSTANCE_LIMIT=${CITYOPS_TEMPORAL_INSTANCE_LIMIT:-19} "$here/.venv/bin/cityops" serve --port "$port" --database "$work/hub.db" --log-level warning "${preloads[@]}" \
+CITYOPS_TEMPORAL_INSTANCE_LIMIT=${CITYOPS_TEMPORAL_INSTANCE_LIMIT:-19} "$here/.venv/bin/cityops" serve --port "$port" --database "${ETSI_DATABASE:-$work/hub.db}" --log-level warning "${preloads[@]}" \
     > "$work/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
