@@ -9,8 +9,6 @@ so a query that stops at its page does not read every candidate.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +23,8 @@ from .contract import AttributeSummary, QueryResult, TypeSummary
 from .postgres_schema import Iris
 from .value_index import BOOLEAN, NUMBER, PRESENT, STRING, as_float
 
-CHUNK = 500  # candidates fetched from the cursor at a time
+CHUNK = 500  # candidate documents read at a time
+SELECTIVE_CAP = 5000  # a q term with more index rows than this is decided on the candidates, not joined
 _POINT = "GeometryType(g.geom) = 'POINT'"
 
 
@@ -69,23 +68,24 @@ class EntityReader:
             return QueryResult([], 0 if query.count else None)
         if query.geo is not None:
             return await self._geo_query(connection, sql, query)
-        collector = PageCollector(query)
-        candidates = self._candidates(connection, f"SELECT e.doc FROM entities e WHERE {sql.where} ORDER BY e.rid", sql.params)
-        async with aclosing(candidates):  # stopping early ends the cursor's transaction at once
-            async for entity in candidates:
-                if not collector.offer(entity):
-                    break
-        return QueryResult(collector.page, collector.count)
+        rids = [
+            rid
+            for (rid,) in await connection.fetch(f"SELECT e.rid FROM entities e WHERE {sql.where} ORDER BY e.rid", *sql.params)
+        ]
+        return await self._page(connection, t, query, rids)
 
-    async def _candidates(self, connection: asyncpg.Connection, sql: str, params: list[Any]) -> AsyncIterator[Entity]:
-        async with connection.transaction(readonly=True):
-            cursor = await connection.cursor(sql, *params)
-            while True:
-                rows = await cursor.fetch(CHUNK)
-                for (doc,) in rows:
-                    yield doc
-                if len(rows) < CHUNK:
-                    return
+    async def _page(self, connection: asyncpg.Connection, t: int, query: EntityQuery, rids: list[int]) -> QueryResult:
+        """Decide the candidates ``rids`` in this order, reading their documents a chunk at a time,
+        until the page is full (and, with a count, to the end)."""
+        collector = PageCollector(query)
+        chunk = max(CHUNK, query.offset + query.limit) if not query.count else CHUNK
+        for start in range(0, len(rids), chunk):
+            part = rids[start : start + chunk]
+            docs = await self._docs(connection, t, part)
+            for rid in part:
+                if rid in docs and not collector.offer(docs[rid]):
+                    return QueryResult(collector.page, collector.count)
+        return QueryResult(collector.page, collector.count)
 
     async def _select(self, connection: asyncpg.Connection, sql: _Sql, query: EntityQuery) -> bool:
         """Add what SQL decides exactly (ids, types, attributes present); False: nothing can match."""
@@ -104,18 +104,38 @@ class EntityReader:
             )
         if query.q is not None:
             terms = [query.q] if isinstance(query.q, Term) else list(query.q.children) if isinstance(query.q, And) else []
-            for term in terms:
-                if isinstance(term, Term):
-                    narrowing = await self._narrowing(connection, sql, term)
-                    if narrowing == "FALSE":
-                        return False
-                    if narrowing is not None:
-                        sql.parts.append(narrowing)
+            for term in await self._selective(connection, sql.params[0], [t for t in terms if isinstance(t, Term)]):
+                narrowing = await self._narrowing(connection, sql, term)
+                if narrowing == "FALSE":
+                    return False
+                if narrowing is not None:
+                    sql.parts.append(f"e.rid IN ({narrowing})")
         return True
 
+    async def _selective(self, connection: asyncpg.Connection, t: int, terms: list[Term]) -> list[Term]:
+        """The terms worth narrowing by: each term's index rows are counted up to a cap; terms
+        that reach it (a value most entities have, say) would cost more to join than to decide on
+        the candidates the others leave. With none below the cap, the first term that narrows."""
+        if len(terms) <= 1:
+            return terms
+        chosen: list[Term] = []
+        fallback: list[Term] = []
+        for term in terms:
+            probe = _Sql(t)
+            narrowing = await self._narrowing(connection, probe, term)
+            if narrowing is None:
+                continue
+            if narrowing == "FALSE":
+                return [term]
+            found = await connection.fetchval(
+                f"SELECT count(*) FROM (SELECT 1 FROM ({narrowing}) AS u LIMIT {SELECTIVE_CAP}) AS s", *probe.params
+            )
+            (chosen if found < SELECTIVE_CAP else fallback).append(term)
+        return chosen or fallback[:1]
+
     async def _narrowing(self, connection: asyncpg.Connection, sql: _Sql, term: Term) -> str | None:
-        """A condition every entity matching ``term`` meets (more may: ``matches`` decides), from the
-        value index; None when the index cannot narrow this term. Entities whose attribute holds
+        """A query of ``attr_values`` rids that holds every entity matching ``term`` (more may:
+        ``matches`` decides); None when the index cannot narrow this term. Entities whose attribute holds
         no scalar (a PRESENT row) stay candidates whatever the comparison."""
         if term.op in ("!exists", "!=", "!~=", "~=") or not term.path.is_plain:
             return None
@@ -125,11 +145,11 @@ class EntityReader:
         attr = sql.param(known[term.path.attr])
         literals = [term.low, term.high] if term.low is not None else list(term.values)
         if term.op == "exists":
-            value = "TRUE"
+            alternatives = ["TRUE"]
         elif any(isinstance(literal, DateTimeLiteral) for literal in literals):
             return None
         elif term.low is not None:
-            value = _range(sql, term.low, term.high)
+            alternatives = _range(sql, term.low, term.high)
         elif term.op == "==":
             numbers = [as_float(v) for v in term.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
             texts = [v for v in term.values if isinstance(v, str)]
@@ -141,17 +161,21 @@ class EntityReader:
                 parts.append(f"kind = {STRING} AND txt = ANY({sql.param(texts)}::text[])")
             if flags:
                 parts.append(f"kind = {BOOLEAN} AND num = ANY({sql.param(flags)}::float8[])")
-            value = " OR ".join(f"({p})" for p in parts)
+            alternatives = parts
         else:
             literal = term.values[0]
             inclusive = term.op if term.op in ("<=", ">=") else term.op + "="  # floats may round an integer's edge
             if isinstance(literal, bool):
-                value = f"kind = {PRESENT}"
+                alternatives = [f"kind = {PRESENT}"]
             elif isinstance(literal, (int, float)):
-                value = f"kind = {PRESENT} OR (kind = {NUMBER} AND num {inclusive} {sql.param(as_float(literal))}::float8)"
+                alternatives = [
+                    f"kind = {PRESENT}",
+                    f"kind = {NUMBER} AND num {inclusive} {sql.param(as_float(literal))}::float8",
+                ]
             else:
-                value = f"kind = {PRESENT} OR (kind = {STRING} AND txt {inclusive} {sql.param(literal)}::text)"
-        return f"e.rid IN (SELECT rid FROM attr_values WHERE t = $1 AND attr_id = {attr} AND ({value}))"
+                alternatives = [f"kind = {PRESENT}", f"kind = {STRING} AND txt {inclusive} {sql.param(literal)}::text"]
+        # one index range a branch (an OR inside one SELECT would read the table's rows instead)
+        return " UNION ALL ".join(f"SELECT rid FROM attr_values WHERE t = $1 AND attr_id = {attr} AND {a}" for a in alternatives)
 
     async def _selector(self, connection: asyncpg.Connection, sql: _Sql, selector: Selector) -> str:
         parts = []
@@ -189,20 +213,18 @@ class EntityReader:
         if box is not None:
             min_lon, min_lat, max_lon, max_lat = box
             in_box = f" AND g.geom && ST_MakeEnvelope({min_lon!r}, {min_lat!r}, {max_lon!r}, {max_lat!r}, 4326)"
+        # entity conditions (ids, types, q narrowing) only when there are some
+        joined = " JOIN entities e ON e.t = g.t AND e.rid = g.rid" if sql.parts else ""
+        also = f" AND {sql.where}" if sql.parts else ""
         rows = await connection.fetch(
             f"SELECT g.rid, CASE WHEN {_POINT} THEN ST_X(g.geom) END, CASE WHEN {_POINT} THEN ST_Y(g.geom) END, "
-            f"CASE WHEN {_POINT} THEN NULL ELSE ST_AsGeoJSON(g.geom) END FROM geo g JOIN entities e ON e.t = g.t AND e.rid = g.rid "
-            f"WHERE g.t = $1 AND g.attr_id = {attr_param}{in_box} AND {sql.where}",
+            f"CASE WHEN {_POINT} THEN NULL ELSE ST_AsGeoJSON(g.geom) END FROM geo g{joined} "
+            f"WHERE g.t = $1 AND g.attr_id = {attr_param}{in_box}{also}",
             *sql.params,
         )
         found = _geo_decisions(geo, rows)
         ordered = [rid for _, rid in sorted((key, rid) for rid, key in found.items())]
-        docs = await self._docs(connection, sql.params[0], ordered)
-        collector = PageCollector(query)
-        for rid in ordered:
-            if not collector.offer(docs[rid]):
-                break
-        return QueryResult(collector.page, collector.count)
+        return await self._page(connection, sql.params[0], query, ordered)
 
     async def _docs(self, connection: asyncpg.Connection, t: int, rids: list[int]) -> dict[int, Entity]:
         rows = await connection.fetch("SELECT rid, doc FROM entities WHERE t = $1 AND rid = ANY($2::bigint[])", t, rids)
@@ -243,7 +265,7 @@ class EntityReader:
         return sorted(summaries.values(), key=lambda s: s.attribute)
 
 
-def _range(sql: _Sql, low: Any, high: Any) -> str:
+def _range(sql: _Sql, low: Any, high: Any) -> list[str]:
     if (
         isinstance(low, (int, float))
         and isinstance(high, (int, float))
@@ -251,10 +273,10 @@ def _range(sql: _Sql, low: Any, high: Any) -> str:
         and not isinstance(high, bool)
     ):
         bounds = f"{sql.param(as_float(low))}::float8 AND {sql.param(as_float(high))}::float8"
-        return f"kind = {PRESENT} OR (kind = {NUMBER} AND num BETWEEN {bounds})"
+        return [f"kind = {PRESENT}", f"kind = {NUMBER} AND num BETWEEN {bounds}"]
     if isinstance(low, str) and isinstance(high, str):
-        return f"kind = {PRESENT} OR (kind = {STRING} AND txt BETWEEN {sql.param(low)}::text AND {sql.param(high)}::text)"
-    return f"kind = {PRESENT}"
+        return [f"kind = {PRESENT}", f"kind = {STRING} AND txt BETWEEN {sql.param(low)}::text AND {sql.param(high)}::text"]
+    return [f"kind = {PRESENT}"]
 
 
 def _geo_decisions(geo: GeoQuery, rows: list[asyncpg.Record]) -> dict[int, float]:

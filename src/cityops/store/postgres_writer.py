@@ -34,6 +34,7 @@ from .value_index import STRING, ValueRows, as_float, value_rows
 log = logging.getLogger("cityops.store")
 
 ATTEMPTS = 8
+ANALYZE_AFTER = 20_000  # entities created in this process before the tables' statistics are refreshed
 _RETRIED = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 HISTORY_COLUMNS = ["tid", "attr_id", "observed", "created", "modified", "deleted", "dataset", "num", "doc"]
 
@@ -76,6 +77,8 @@ class Writer:
         self.iris = iris
         self.partitions = partitions
         self.hooks: list[WriteHook] = []
+        self._created_since_analyze = 0
+        self._analyzing: asyncio.Task[None] | None = None
 
     async def write(self, t: int, tenant: str, entity_ids: list[str], work: UnitOfWork[Any]) -> tuple[Any, list[Change]]:
         for attempt in range(ATTEMPTS):
@@ -113,6 +116,21 @@ class Writer:
         if owed:
             await subscription_sql.insert_outbox(connection, t, owed)
         return result, changes
+
+    def _note_created(self, count: int) -> None:
+        """After a bulk load, refresh the planner's statistics and the visibility map at once (in
+        the background) instead of waiting for autovacuum: queries right after a load need them."""
+        self._created_since_analyze += count
+        if self._created_since_analyze >= ANALYZE_AFTER and (self._analyzing is None or self._analyzing.done()):
+            self._created_since_analyze = 0
+            self._analyzing = asyncio.create_task(self._analyze(), name="postgres-analyze")
+
+    async def _analyze(self) -> None:
+        try:
+            async with self.side_pool.acquire() as connection:
+                await connection.execute("VACUUM (ANALYZE) entities, entity_types, attr_values, geo", timeout=600)
+        except Exception as error:  # statistics only help; autovacuum will do it later
+            log.warning("store: refreshing table statistics after a bulk load failed (%s)", error)
 
     async def _owed(self, connection: asyncpg.Connection, t: int, tenant: str, changes: list[Change]) -> list[tuple[str, bytes]]:
         if not self.hooks:
@@ -230,6 +248,7 @@ class Writer:
             )
         new_rids: dict[str, int] = {}
         if created:
+            self._note_created(len(created))
             for entity_id, rid in await connection.fetch(
                 "INSERT INTO entities (t, id, doc) SELECT $1, u.id, u.doc FROM unnest($2::text[], $3::json[]) u(id, doc) RETURNING id, rid",
                 t,
