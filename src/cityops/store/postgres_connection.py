@@ -54,3 +54,20 @@ def redacted(url: str) -> str:
     scheme, _, credentials = head.partition("://")
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}@{tail}"
+
+
+COPY_FROM_ROWS = 64  # fewer rows go in one INSERT … unnest (COPY's set-up costs more than it saves)
+
+
+async def insert_rows(connection: asyncpg.Connection, table: str, columns: dict[str, str], rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` into ``table``; ``columns``: name -> SQL type. COPY for many rows, one
+    ``INSERT … SELECT unnest(…)`` statement for a few."""
+    if not rows:
+        return
+    if len(rows) >= COPY_FROM_ROWS:
+        await connection.copy_records_to_table(table, records=rows, columns=list(columns))
+        return
+    arrays = [f"${n}::{kind}[]" for n, kind in enumerate(columns.values(), start=1)]
+    await connection.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(arrays)})", *(list(column) for column in zip(*rows))
+    )

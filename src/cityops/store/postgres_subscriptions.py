@@ -20,6 +20,7 @@ import orjson
 
 from ..hub.errors import AlreadyExists, ResourceNotFound
 from .contract import SubscriptionRecord
+from .postgres_connection import insert_rows
 from .postgres_schema import OUTBOX_LOCK, SUBSCRIPTION_LOCK
 
 # Lock classes (the first number of a two-number advisory lock key; the tenant is the second).
@@ -137,9 +138,7 @@ async def insert_outbox(conn: asyncpg.Connection, t: int, rows: list[tuple[str, 
     if not rows:
         return
     await lock_outbox(conn, t)
-    await conn.copy_records_to_table(
-        "outbox", records=[(t, sid, body) for sid, body in rows], columns=["t", "subscription", "body"]
-    )
+    await insert_rows(conn, "outbox", {"t": "int", "subscription": "text", "body": "bytea"}, [(t, sid, body) for sid, body in rows])
 
 
 async def pending(conn: asyncpg.Connection, t: int, after: int, limit: int) -> list[tuple[int, str, bytes]]:

@@ -28,6 +28,7 @@ from ..hub.temporal import changed_instances, deleted_instances
 from . import postgres_subscriptions as subscription_sql
 from .contract import SubscriptionRecord, WriteHook
 from .history import history_row
+from .postgres_connection import insert_rows
 from .postgres_schema import Iris, Partitions, month_of
 from .value_index import STRING, ValueRows, as_float, value_rows
 
@@ -36,7 +37,11 @@ log = logging.getLogger("cityops.store")
 ATTEMPTS = 8
 ANALYZE_AFTER = 20_000  # entities created in this process before the tables' statistics are refreshed
 _RETRIED = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-HISTORY_COLUMNS = ["tid", "attr_id", "observed", "created", "modified", "deleted", "dataset", "num", "doc"]
+HISTORY_COLUMNS = {
+    "tid": "bigint", "attr_id": "int", "observed": "float8", "created": "float8", "modified": "float8", "deleted": "float8",
+    "dataset": "text", "num": "float8", "doc": "json",
+}  # fmt: skip
+VALUE_COLUMNS = {"t": "int", "rid": "bigint", "attr_id": "int", "kind": "smallint", "num": "float8", "txt": "text"}
 
 
 class _NeedPartitions(Exception):
@@ -178,7 +183,7 @@ class Writer:
                 replaced,
             )
         if history:
-            await connection.copy_records_to_table("history", records=history, columns=HISTORY_COLUMNS)
+            await insert_rows(connection, "history", HISTORY_COLUMNS, history)
 
     async def _tids(
         self,
@@ -296,11 +301,7 @@ class Writer:
                     [attr_id for _, attr_id in pairs],
                 )
         if values:
-            await connection.copy_records_to_table(
-                "attr_values",
-                records=[(t, *_value_row(key)) for key in values],
-                columns=["t", "rid", "attr_id", "kind", "num", "txt"],
-            )
+            await insert_rows(connection, "attr_values", VALUE_COLUMNS, [(t, *_value_row(key)) for key in values])
         if type_rows:
             await connection.execute(
                 "INSERT INTO entity_types (t, rid, type_id) SELECT $1, * FROM unnest($2::bigint[], $3::int[]) ON CONFLICT DO NOTHING",
