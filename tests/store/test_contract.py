@@ -362,3 +362,20 @@ def test_near_results_come_nearest_first(make_store) -> None:
         await store.close()
 
     run(scenario())
+
+
+def test_geometries_keep_every_digit_of_their_coordinates(make_store) -> None:
+    """A polygon is within itself: a store that rounded its coordinates (PostGIS's GeoJSON output
+    keeps 9 decimals unless told otherwise) would say it is not."""
+    polygon = {"type": "Polygon", "coordinates": [[[127.0, 37.398438], [127.03125, 37.398438], [127.03125, 37.448437999999996], [127.0, 37.448437999999996], [127.0, 37.398438]]]}
+
+    async def scenario() -> None:
+        store = await opened(make_store)
+        try:
+            await insert(store, entity(0, location={"type": "GeoProperty", "value": polygon}))
+            query = EntityQuery(geo=GeoQuery("within", polygon, TERMS.expand("location")), count=True)
+            assert (await store.query("", query)).count == 1
+        finally:
+            await store.close()
+
+    run(scenario())
