@@ -219,7 +219,9 @@ class EntityReader:
         source = f"FROM geo g{joined} WHERE g.t = $1 AND g.attr_id = {attr_param}{in_box}{also}"
         decided_here = query.q is None and query.scope is None and not any(s.id_pattern for s in query.selectors or ())
         if geo.relation == "near" and geo.point is not None and geo.max_distance is not None and decided_here and not query.count:
-            found = await self._nearest(connection, geo, source, sql.params, query.offset + query.limit)
+            shapes = f"FROM geo g{joined} WHERE g.t = $1 AND g.attr_id = {attr_param}{in_box} AND GeometryType(g.geom) <> 'POINT'{also}"
+            points = f"FROM geo g{joined} WHERE g.t = $1 AND g.attr_id = {attr_param} AND g.geog IS NOT NULL{also}"
+            found = await self._nearest(connection, geo, points, shapes, sql.params, query.offset + query.limit)
         else:
             rows = await connection.fetch(
                 f"SELECT g.rid, CASE WHEN {_POINT} THEN ST_X(g.geom) END, CASE WHEN {_POINT} THEN ST_Y(g.geom) END, "
@@ -231,26 +233,25 @@ class EntityReader:
         return await self._page(connection, sql.params[0], query, ordered)
 
     async def _nearest(
-        self, connection: asyncpg.Connection, geo: GeoQuery, source: str, params: list[Any], needed: int
+        self, connection: asyncpg.Connection, geo: GeoQuery, points: str, shapes: str, params: list[Any], needed: int
     ) -> dict[int, float]:
-        """The ``needed`` points nearest the query point within its distance (and shapes, decided
-        here): PostgreSQL filters and sorts by a planar distance in metres around the point and
-        returns only the first few, then a thin band around the limit is decided by the
-        great-circle distance (``GeoQuery.near_points``), as the SQLite store does."""
+        """The ``needed`` points nearest the query point within its distance (and the shapes near
+        it): the geography index hands points over nearest first and only the first few are read;
+        a thin band around the limit is then decided by the great-circle distance
+        (``GeoQuery.near_points``), as the SQLite store does."""
         lon0, lat0 = geo.point  # type: ignore[misc]
-        kx, ky = geo.metres_per_degree()
         limit = geo.max_distance or 0.0
-        reach = (limit + geo.band(limit)) ** 2
-        d2 = f"((ST_X(g.geom) - {lon0!r}) * {kx!r}) ^ 2 + ((ST_Y(g.geom) - {lat0!r}) * {ky!r}) ^ 2"
+        centre = f"ST_SetSRID(ST_MakePoint({lon0!r}, {lat0!r}), 4326)::geography"
         extra = 16
         points_sql = (
-            f"SELECT g.rid, ST_X(g.geom), ST_Y(g.geom), NULL {source} AND {_POINT} AND {d2} <= {reach!r} ORDER BY {d2}, g.rid"
+            f"SELECT g.rid, ST_X(g.geom), ST_Y(g.geom), NULL {points} AND ST_DWithin(g.geog, {centre}, {limit + geo.band(limit)!r}, false) "
+            f"ORDER BY g.geog <-> {centre}, g.rid"
         )
         rows = await connection.fetch(f"{points_sql} LIMIT {needed + extra}", *params)
-        shapes = await connection.fetch(f"SELECT g.rid, NULL, NULL, ST_AsGeoJSON(g.geom, 17) {source} AND NOT {_POINT}", *params)
-        found = _geo_decisions(geo, [*rows, *shapes])
+        found_shapes = await connection.fetch(f"SELECT g.rid, NULL, NULL, ST_AsGeoJSON(g.geom, 17) {shapes}", *params)
+        found = _geo_decisions(geo, [*rows, *found_shapes])
         if len(rows) == needed + extra and len(found) < needed:  # the band dropped some: decide them all
-            found = _geo_decisions(geo, [*await connection.fetch(points_sql, *params), *shapes])
+            found = _geo_decisions(geo, [*await connection.fetch(points_sql, *params), *found_shapes])
         return found
 
     async def _docs(self, connection: asyncpg.Connection, t: int, rids: list[int]) -> dict[int, Entity]:

@@ -10,7 +10,8 @@ LanguageProperty's first language, an entity's attribute order), and stored with
 - ``entities``: the whole entity as JSON (its stored form, names expanded), keyed by
   (tenant, id), with a row number ``rid`` the index tables point at; ``entity_types``: (tenant,
   type, rid) for type selection; ``geo``: every GeoProperty instance as a PostGIS geometry (SRID
-  4326) under a GiST index, points and shapes alike.
+  4326) under a GiST index, points also as geography (their own index answers "nearest first"),
+  shapes under an index of their own.
 - ``attr_values``: every scalar an attribute holds (numbers and booleans in ``num``, texts in
   ``txt`` compared in code-point order, as Python compares them), one row a value, and a row
   marking attributes with no scalar at all; ``q`` narrows its candidates through it.
@@ -103,6 +104,18 @@ CREATE TABLE attr_values (
 CREATE INDEX attr_values_num ON attr_values (t, attr_id, kind, num) INCLUDE (rid);
 CREATE INDEX attr_values_txt ON attr_values (t, attr_id, kind, txt) INCLUDE (rid) WHERE txt IS NOT NULL;
 CREATE INDEX attr_values_rid ON attr_values (t, rid, attr_id);
+""",
+    ),
+)
+MIGRATIONS += (
+    Migration(
+        3,
+        "points also as geography, for nearest-first searches through the index; a separate index of non-point shapes",
+        """
+ALTER TABLE geo ADD COLUMN geog geography;
+UPDATE geo SET geog = geom::geography WHERE GeometryType(geom) = 'POINT';
+CREATE INDEX geo_points ON geo USING gist (geog) WHERE geog IS NOT NULL;
+CREATE INDEX geo_shapes ON geo USING gist (geom) WHERE GeometryType(geom) <> 'POINT';
 """,
     ),
 )

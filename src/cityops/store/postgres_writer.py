@@ -311,8 +311,10 @@ class Writer:
             )
         if geo_rows:
             await connection.execute(
-                "INSERT INTO geo (t, rid, attr_id, seq, geom) SELECT $1, u.rid, u.attr_id, u.seq, ST_SetSRID(ST_GeomFromGeoJSON(u.g), 4326) "
-                "FROM unnest($2::bigint[], $3::int[], $4::int[], $5::text[]) u(rid, attr_id, seq, g)",
+                "INSERT INTO geo (t, rid, attr_id, seq, geom, geog) SELECT $1, u.rid, u.attr_id, u.seq, x.g, "
+                "CASE WHEN GeometryType(x.g) = 'POINT' THEN x.g::geography END "
+                "FROM unnest($2::bigint[], $3::int[], $4::int[], $5::text[]) u(rid, attr_id, seq, g), "
+                "LATERAL (SELECT ST_SetSRID(ST_GeomFromGeoJSON(u.g), 4326) AS g) x",
                 t,
                 [row[0] for row in geo_rows],
                 [row[1] for row in geo_rows],
