@@ -7,8 +7,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-
 # JSONB in binary form is a version byte (1) and the JSON text; binary is what COPY needs.
+# Many short queries at once: parallel workers and JIT compilation cost more than they save.
+SESSION_SETTINGS = {"max_parallel_workers_per_gather": "0", "jit": "off"}
+
+
 def _encode_json(value: Any) -> bytes:
     if isinstance(value, bytes):  # already serialized
         return b"\x01" + value
@@ -35,8 +38,9 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeou
     """A pool whose connections give up on a statement after ``timeout`` x 6 seconds; connecting
     gives up after ``timeout`` (asyncpg raises, the store answers 503)."""
     return await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=timeout * 6, init=_prepare
-    )
+        url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=timeout * 6, init=_prepare,
+        server_settings=SESSION_SETTINGS,
+    )  # fmt: skip
 
 
 async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
@@ -69,5 +73,6 @@ async def insert_rows(connection: asyncpg.Connection, table: str, columns: dict[
         return
     arrays = [f"${n}::{kind}[]" for n, kind in enumerate(columns.values(), start=1)]
     await connection.execute(
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(arrays)})", *(list(column) for column in zip(*rows))
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(arrays)})",
+        *(list(column) for column in zip(*rows)),
     )

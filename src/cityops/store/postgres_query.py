@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 
 from ..hub.entity import Entity
-from ..hub.geo import GeoQuery, geometry_of
+from ..hub.geo import GeoQuery, geometry_of, haversine_m
 from ..hub.query import EntityQuery, PageCollector, Selector, sort_entities
 from ..hub.query_language import And, DateTimeLiteral, Term
 from .contract import AttributeSummary, QueryResult, TypeSummary
@@ -34,6 +34,11 @@ class _Sql:
     def __init__(self, t: int):
         self.params: list[Any] = [t]
         self.parts: list[str] = []
+
+    def copy(self) -> _Sql:
+        other = _Sql(self.params[0])
+        other.params, other.parts = list(self.params), list(self.parts)
+        return other
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -208,32 +213,33 @@ class EntityReader:
         if not known:
             return QueryResult([], 0 if query.count else None)
         attr_param = sql.param(known[geo.geoproperty])
-        box = geo.bbox()
-        in_box = ""
-        if box is not None:
-            min_lon, min_lat, max_lon, max_lat = box
-            in_box = f" AND g.geom && ST_MakeEnvelope({min_lon!r}, {min_lat!r}, {max_lon!r}, {max_lat!r}, 4326)"
         # entity conditions (ids, types, q narrowing) only when there are some
         joined = " JOIN entities e ON e.t = g.t AND e.rid = g.rid" if sql.parts else ""
         also = f" AND {sql.where}" if sql.parts else ""
-        source = f"FROM geo g{joined} WHERE g.t = $1 AND g.attr_id = {attr_param}{in_box}{also}"
+        boxed = sql.copy()  # each statement gets the parameters it uses: values, not literals, so one plan serves every query
+        box = geo.bbox()
+        in_box = ""
+        if box is not None:
+            in_box = f" AND g.geom && ST_MakeEnvelope({', '.join(f'{boxed.param(float(v))}::float8' for v in box)}, 4326)"
         decided_here = query.q is None and query.scope is None and not any(s.id_pattern for s in query.selectors or ())
         if geo.relation == "near" and geo.point is not None and geo.max_distance is not None and decided_here and not query.count:
             shapes = f"FROM geo g{joined} WHERE g.t = $1 AND g.attr_id = {attr_param}{in_box} AND GeometryType(g.geom) <> 'POINT'{also}"
             points = f"FROM geo g{joined} WHERE g.t = $1 AND g.attr_id = {attr_param} AND g.geog IS NOT NULL{also}"
-            found = await self._nearest(connection, geo, points, shapes, sql.params, query.offset + query.limit)
+            found_shapes = await connection.fetch(f"SELECT g.rid, NULL, NULL, ST_AsGeoJSON(g.geom, 17) {shapes}", *boxed.params)
+            found = await self._nearest(connection, geo, points, found_shapes, sql.copy(), query.offset + query.limit)
         else:
             rows = await connection.fetch(
                 f"SELECT g.rid, CASE WHEN {_POINT} THEN ST_X(g.geom) END, CASE WHEN {_POINT} THEN ST_Y(g.geom) END, "
-                f"CASE WHEN {_POINT} THEN NULL ELSE ST_AsGeoJSON(g.geom, 17) END {source}",
-                *sql.params,
+                f"CASE WHEN {_POINT} THEN NULL ELSE ST_AsGeoJSON(g.geom, 17) END "
+                f"FROM geo g{joined} WHERE g.t = $1 AND g.attr_id = {attr_param}{in_box}{also}",
+                *boxed.params,
             )
             found = _geo_decisions(geo, rows)
         ordered = [rid for _, rid in sorted((key, rid) for rid, key in found.items())]
         return await self._page(connection, sql.params[0], query, ordered)
 
     async def _nearest(
-        self, connection: asyncpg.Connection, geo: GeoQuery, points: str, shapes: str, params: list[Any], needed: int
+        self, connection: asyncpg.Connection, geo: GeoQuery, points: str, shapes: list[asyncpg.Record], sql: _Sql, needed: int
     ) -> dict[int, float]:
         """The ``needed`` points nearest the query point within its distance (and the shapes near
         it): the geography index hands points over nearest first and only the first few are read;
@@ -241,17 +247,17 @@ class EntityReader:
         (``GeoQuery.near_points``), as the SQLite store does."""
         lon0, lat0 = geo.point  # type: ignore[misc]
         limit = geo.max_distance or 0.0
-        centre = f"ST_SetSRID(ST_MakePoint({lon0!r}, {lat0!r}), 4326)::geography"
+        reach = limit + geo.band(limit)
+        centre = f"ST_SetSRID(ST_MakePoint({sql.param(float(lon0))}::float8, {sql.param(float(lat0))}::float8), 4326)::geography"
         extra = 16
-        points_sql = (
-            f"SELECT g.rid, ST_X(g.geom), ST_Y(g.geom), NULL {points} AND ST_DWithin(g.geog, {centre}, {limit + geo.band(limit)!r}, false) "
-            f"ORDER BY g.geog <-> {centre}, g.rid"
-        )
-        rows = await connection.fetch(f"{points_sql} LIMIT {needed + extra}", *params)
-        found_shapes = await connection.fetch(f"SELECT g.rid, NULL, NULL, ST_AsGeoJSON(g.geom, 17) {shapes}", *params)
-        found = _geo_decisions(geo, [*rows, *found_shapes])
-        if len(rows) == needed + extra and len(found) < needed:  # the band dropped some: decide them all
-            found = _geo_decisions(geo, [*await connection.fetch(points_sql, *params), *found_shapes])
+        nearest = f"SELECT g.rid, ST_X(g.geom), ST_Y(g.geom), NULL {points} ORDER BY g.geog <-> {centre}"
+        rows = await connection.fetch(f"{nearest} LIMIT {needed + extra}", *sql.params)
+        found = _geo_decisions(geo, [*rows, *shapes])
+        if len(rows) == needed + extra and len(found) < needed and haversine_m(rows[-1][1], rows[-1][2], lon0, lat0) <= reach:
+            # all that was read is inside the distance but some fell in the band: read every point inside
+            within = f"{points} AND ST_DWithin(g.geog, {centre}, {reach!r}, false)"
+            every = await connection.fetch(f"SELECT g.rid, ST_X(g.geom), ST_Y(g.geom), NULL {within}", *sql.params)
+            found = _geo_decisions(geo, [*every, *shapes])
         return found
 
     async def _docs(self, connection: asyncpg.Connection, t: int, rids: list[int]) -> dict[int, Entity]:
