@@ -76,6 +76,8 @@ class PostgresStore:
         log.info("store: PostgreSQL at %s", redacted(self.url))
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
         for pool in (self._pool, self._side_pool):
             if pool is not None:
                 await pool.close()

@@ -14,6 +14,7 @@ partition is created in a transaction of its own, and the unit runs again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -35,7 +36,7 @@ from .value_index import STRING, ValueRows, as_float, value_rows
 log = logging.getLogger("cityops.store")
 
 ATTEMPTS = 8
-ANALYZE_AFTER = 20_000  # entities created in this process before the tables' statistics are refreshed
+ANALYZE_FIRST, ANALYZE_MOST = 500, 50_000  # entities created in this process between refreshes of the tables' statistics
 _RETRIED = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 HISTORY_COLUMNS = {
     "tid": "bigint", "attr_id": "int", "observed": "float8", "created": "float8", "modified": "float8", "deleted": "float8",
@@ -83,6 +84,8 @@ class Writer:
         self.partitions = partitions
         self.hooks: list[WriteHook] = []
         self._created_since_analyze = 0
+        self._created = 0
+        self._analyze_after = ANALYZE_FIRST
         self._analyzing: asyncio.Task[None] | None = None
 
     async def write(self, t: int, tenant: str, entity_ids: list[str], work: UnitOfWork[Any]) -> tuple[Any, list[Change]]:
@@ -122,12 +125,22 @@ class Writer:
             await subscription_sql.insert_outbox(connection, t, owed)
         return result, changes
 
+    async def close(self) -> None:
+        if self._analyzing is not None and not self._analyzing.done():
+            self._analyzing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._analyzing
+
     def _note_created(self, count: int) -> None:
         """After a bulk load, refresh the planner's statistics and the visibility map at once (in
         the background) instead of waiting for autovacuum: queries right after a load need them."""
         self._created_since_analyze += count
-        if self._created_since_analyze >= ANALYZE_AFTER and (self._analyzing is None or self._analyzing.done()):
+        self._created += count
+        if self._created_since_analyze >= self._analyze_after and (self._analyzing is None or self._analyzing.done()):
             self._created_since_analyze = 0
+            # like autovacuum's rule (a share of the table), from a small start: plans made without
+            # statistics are ten times slower on the first thousand entities already
+            self._analyze_after = min(ANALYZE_MOST, max(ANALYZE_FIRST, self._created // 4))
             self._analyzing = asyncio.create_task(self._analyze(), name="postgres-analyze")
 
     async def _analyze(self) -> None:
