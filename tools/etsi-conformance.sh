@@ -59,6 +59,9 @@ done
 [ ${#targets[@]} -gt 0 ] || targets=("$suite/TP/NGSI-LD/ContextInformation/Provision" "$suite/TP/NGSI-LD/ContextInformation/Consumption" "$suite/TP/NGSI-LD/ContextInformation/Subscription")
 
 cd "$suite"
+status=0
 "$venv/bin/robot" --outputdir "$work/results" --variable "url:http://127.0.0.1:$port/ngsi-ld/v1" \
-    --variable "temporal_api_url:http://127.0.0.1:$port/ngsi-ld/v1" "${options[@]}" "${targets[@]}" | tail -n 5 || true
+    --variable "temporal_api_url:http://127.0.0.1:$port/ngsi-ld/v1" "${options[@]}" "${targets[@]}" > "$work/robot.out" || status=$?
+tail -n 5 "$work/robot.out"
 echo "results: $work/results (server log: $work/server.log)"
+exit "$status"  # robot's: the number of failed tests (0 when all passed)

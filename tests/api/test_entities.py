@@ -211,3 +211,18 @@ def test_other_attribute_kinds_round_trip(api: Api) -> None:
     }
     api.create(entity)
     assert api.get("/entities/urn:ngsi-ld:Thing:kinds").json() == entity
+
+
+def test_an_entity_with_only_a_scope_is_deleted_whole(api: Api) -> None:
+    api.create({"id": "urn:ngsi-ld:Building:scoped", "type": "Building", "scope": "/Madrid"})
+    assert api.delete("/entities/urn:ngsi-ld:Building:scoped").status_code == 204
+    assert api.get("/entities/urn:ngsi-ld:Building:scoped").status_code == 404
+    assert api.get("/entities", params={"type": "Building", "count": "true"}).headers["NGSILD-Results-Count"] == "0"
+
+
+def test_an_id_with_characters_a_header_cannot_carry_gets_an_encoded_location(api: Api) -> None:
+    entity_id = "urn:ngsi-ld:Building:\u202eevil\u200bzero"
+    response = api.post("/entities", {"id": entity_id, "type": "Building"})
+    assert response.status_code == 201, response.text
+    assert response.headers["Location"] == "/ngsi-ld/v1/entities/urn:ngsi-ld:Building:%E2%80%AEevil%E2%80%8Bzero"
+    assert api.entity(entity_id)["id"] == entity_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.requests import Request
@@ -85,3 +86,9 @@ def parse_int(value: str | None, name: str, default: int, *, minimum: int = 0, m
     if number > maximum:
         raise BadRequestData(f"{name} must be at most {maximum}, got {number}")
     return number
+
+
+def location(path: str) -> dict[str, str]:
+    """A ``Location`` header for ``path``: characters a URI may not hold (non-ASCII, controls,
+    spaces) percent-encoded, since HTTP headers carry ASCII only."""
+    return {"Location": quote(path, safe=":/?#[]@!$&'()*+,;=-._~%")}

@@ -46,7 +46,19 @@ from ..hub.render import FORMATS, JOINS, Renderer
 from ..hub.timestamps import now_iso
 from ..settings import Settings
 from ..store.contract import DEFAULT_TENANT
-from .http import GEO_JSON, JSON, JSON_LD, MERGE_PATCH, json_response, media_type_of, parse_bool, parse_int, parse_json, read_body
+from .http import (
+    GEO_JSON,
+    JSON,
+    JSON_LD,
+    MERGE_PATCH,
+    json_response,
+    location,
+    media_type_of,
+    parse_bool,
+    parse_int,
+    parse_json,
+    read_body,
+)
 
 BASE = "/ngsi-ld/v1"
 _LINK_RE = re.compile(r"<([^>]*)>\s*(;[^,]*)?")
@@ -298,7 +310,7 @@ class NgsiLdApi:
         terms, _ = await self.payload_terms(request, body, media)
         entity = parse_entity(body, terms, now=now_iso())
         await self.hub.create(self.tenant_of(request), entity)
-        return Response(status_code=201, headers={"Location": f"{BASE}/entities/{entity['id']}"})
+        return Response(status_code=201, headers=location(f"{BASE}/entities/{entity['id']}"))
 
     async def retrieve_entity(self, request: Request) -> Response:
         check_params(request, _RENDER_PARAMS | {"type"})

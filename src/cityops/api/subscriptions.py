@@ -9,7 +9,7 @@ from starlette.routing import Route
 from ..hub.entity import check_entity_id
 from ..hub.errors import BadRequestData, TooManyResults
 from ..notify.subscriptions import Subscriptions
-from .http import JSON, JSON_LD, parse_bool, parse_int
+from .http import JSON, JSON_LD, location, parse_bool, parse_int
 from .ngsi_ld import BASE, NgsiLdApi, check_params
 
 
@@ -30,7 +30,7 @@ class SubscriptionApi:
         body, media = await self.ngsi.read_payload(request)
         terms, context = await self.ngsi.payload_terms(request, body, media)
         subscription_id = await self.subscriptions.create(self.ngsi.tenant_of(request), body, terms, context)
-        return Response(status_code=201, headers={"Location": f"{BASE}/subscriptions/{subscription_id}"})
+        return Response(status_code=201, headers=location(f"{BASE}/subscriptions/{subscription_id}"))
 
     async def query(self, request: Request) -> Response:
         check_params(request, {"limit", "offset", "count", "local"})

@@ -18,7 +18,7 @@ from ..hub.render import Renderer
 from ..hub.temporal import TemporalQuery, instance_number, paginate, parse_temporal_query
 from ..hub.temporal_render import TemporalRenderer
 from ..hub.timestamps import now_iso
-from .http import JSON, JSON_LD, parse_bool
+from .http import JSON, JSON_LD, location, parse_bool
 from .ngsi_ld import BASE, Negotiated, NgsiLdApi, check_params
 
 _TEMPORAL_OPTIONS = {"temporalValues", "aggregatedValues", "sysAttrs", "normalized", "simplified", "keyValues", "concise"}
@@ -181,7 +181,7 @@ class TemporalApi:
         terms, _ = await self.ngsi.payload_terms(request, body, media)
         provided = parse_entity(body, terms, now=now_iso(), temporal=True)
         if await self.hub.provide_history(self.ngsi.tenant_of(request), provided):
-            return Response(status_code=201, headers={"Location": f"{BASE}/temporal/entities/{provided['id']}"})
+            return Response(status_code=201, headers=location(f"{BASE}/temporal/entities/{provided['id']}"))
         return Response(status_code=204)
 
     async def append_attributes(self, request: Request) -> Response:

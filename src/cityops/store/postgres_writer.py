@@ -179,6 +179,8 @@ class Writer:
         tids = await self._tids(connection, t, changes, numbers, instances)
         for change, found in instances:
             tid = tids.get(change.entity_id)
+            if tid is None:
+                continue  # an entity without attributes deleted before it had any history: nothing to record
             for name, instance, replaces in found:
                 row = history_row(tid, numbers[name], instance, change.at)
                 if not self.partitions.covers(row[2]):
@@ -208,21 +210,23 @@ class Writer:
     ) -> dict[str, int]:
         """The temporal ids of the entities that get history, creating them (or updating their types)."""
         latest: dict[str, list[int]] = {}
+        known_only: set[str] = set()  # deleted entities without attributes: history only if they have some already
         for change, _ in instances:
             entity = change.after if change.after is not None else change.before
             assert entity is not None
             if change.after is None and not entity["attrs"]:
-                continue  # deleting an entity that never had an attribute leaves nothing to record
+                known_only.add(change.entity_id)
+                continue
             latest[change.entity_id] = [numbers[name] for name in entity["type"]]
-        if not latest:
+        if not latest and not known_only:
             return {}
         tids: dict[str, int] = {}
         stale: dict[str, list[int]] = {}
         for entity_id, tid, types in await connection.fetch(
-            "SELECT id, tid, types FROM temporal_entities WHERE t = $1 AND id = ANY($2::text[])", t, list(latest)
+            "SELECT id, tid, types FROM temporal_entities WHERE t = $1 AND id = ANY($2::text[])", t, [*latest, *known_only]
         ):
             tids[entity_id] = tid
-            if list(types) != latest[entity_id]:
+            if entity_id in latest and list(types) != latest[entity_id]:
                 stale[entity_id] = latest[entity_id]
         for entity_id, types in latest.items():
             if entity_id not in tids:
