@@ -92,7 +92,9 @@ class Writer:
         for attempt in range(ATTEMPTS):
             try:
                 async with self.pool.acquire() as connection, connection.transaction():
-                    return await self._unit(connection, t, tenant, sorted(set(entity_ids)), work)
+                    outcome = await self._unit(connection, t, tenant, sorted(set(entity_ids)), work)
+                self._maybe_analyze()  # after the commit: statistics taken before it would see none of the rows
+                return outcome
             except _NeedPartitions as need:
                 await self.partitions.ensure(self.side_pool, need.months)
             except _RETRIED as error:
@@ -132,10 +134,12 @@ class Writer:
                 await self._analyzing
 
     def _note_created(self, count: int) -> None:
-        """After a bulk load, refresh the planner's statistics and the visibility map at once (in
-        the background) instead of waiting for autovacuum: queries right after a load need them."""
         self._created_since_analyze += count
         self._created += count
+
+    def _maybe_analyze(self) -> None:
+        """After a bulk load, refresh the planner's statistics and the visibility map at once (in
+        the background) instead of waiting for autovacuum: queries right after a load need them."""
         if self._created_since_analyze >= self._analyze_after and (self._analyzing is None or self._analyzing.done()):
             self._created_since_analyze = 0
             # like autovacuum's rule (a share of the table), from a small start: plans made without
