@@ -22,8 +22,7 @@ from starlette.testclient import TestClient
 
 from cityops.api.app import create_app
 from cityops.settings import Settings
-from cityops.store.postgres_connection import connect
-from cityops.store.postgres_schema import migrate
+from cityops.store.postgres_schema import migrate_database
 
 REQUIRE_SERVICES = os.environ.get("CITYOPS_REQUIRE_SERVICES") == "1"
 CONTEXTS = Path(__file__).parent / "contexts"
@@ -108,24 +107,17 @@ def _make_template() -> None:
     require_service("PostgreSQL", parsed.hostname or "127.0.0.1", parsed.port or 5432)
     _admin(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
     _admin(f"CREATE DATABASE {_TEMPLATE}")
-
-    async def migrate_template() -> None:
-        connection = await connect(_database_url(_TEMPLATE))
-        try:
-            await migrate(connection)
-        finally:
-            await connection.close()
-
-    asyncio.run(migrate_template())
+    asyncio.run(migrate_database(_database_url(_TEMPLATE)))
     _template_ready = True
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test (dropped afterwards); its URL."""
+def postgres_database(*, migrated: bool = True) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (dropped afterwards), with the current schema or
+    (``migrated=False``) empty; its URL."""
     _make_template()
     name = f"cityops_test_{os.getpid()}_{uuid.uuid4().hex[:12]}"
-    _admin(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+    _admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {_TEMPLATE}" if migrated else ""))
     try:
         yield _database_url(name)
     finally:

@@ -155,8 +155,7 @@ def db_migrate(
     start-up). Safe to run twice and while servers run; prints the migrations applied."""
     import asyncio
 
-    from .store.postgres_connection import connect
-    from .store.postgres_schema import SCHEMA_VERSION, SchemaTooNew, migrate
+    from .store.postgres_schema import SCHEMA_VERSION, SchemaTooNew, migrate_database
 
     settings = load_settings(database=database)
     url = settings.postgres_url
@@ -165,15 +164,8 @@ def db_migrate(
                       "SQLite files are laid out when first opened.")
         raise typer.Exit(2)
 
-    async def run() -> list[int]:
-        connection = await connect(url, timeout=settings.db_timeout)
-        try:
-            return await migrate(connection)
-        finally:
-            await connection.close()
-
     try:
-        applied = asyncio.run(run())
+        applied = asyncio.run(migrate_database(url, timeout=settings.db_timeout))
     except (OSError, SchemaTooNew, TimeoutError) as exc:
         console.print(f"[red]migration failed:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -6,25 +6,19 @@ import asyncio
 import subprocess
 import sys
 
-import asyncpg
-import pytest
-
 from cityops.store.postgres_connection import connect
 from cityops.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION, migrate
-from conftest import _admin, _database_url, _make_template
+from conftest import postgres_database
 
 
-@pytest.fixture(autouse=True)
-def postgres_server() -> None:
-    _make_template()  # skips (or in CI fails) when no PostgreSQL server answers
+def cityops_db_migrate(url: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "cityops", "db", "migrate", "--database", url], capture_output=True, text=True)
+    result.stdout = " ".join(result.stdout.split())  # rich wraps lines to the terminal's width
+    return result
 
 
 def test_migrations_from_several_processes_at_once_apply_each_once() -> None:
-    name = "cityops_test_migrations"
-    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    _admin(f"CREATE DATABASE {name}")
-    url = _database_url(name)
-    try:
+    with postgres_database(migrated=False) as url:
 
         async def scenario() -> tuple[list[list[int]], list[int]]:
             connections = [await connect(url) for _ in range(4)]
@@ -39,31 +33,21 @@ def test_migrations_from_several_processes_at_once_apply_each_once() -> None:
         applied, recorded = asyncio.run(scenario())
         assert sorted(v for versions in applied for v in versions) == [m.version for m in MIGRATIONS]  # each once, by one of them
         assert recorded == [m.version for m in MIGRATIONS]
-        again = subprocess.run([sys.executable, "-m", "cityops", "db", "migrate", "--database", url], capture_output=True, text=True)
-        assert again.returncode == 0 and f"already at schema version {SCHEMA_VERSION}" in " ".join(again.stdout.split())
-    finally:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        again = cityops_db_migrate(url)
+        assert again.returncode == 0 and f"already at schema version {SCHEMA_VERSION}" in again.stdout
 
 
 def test_a_database_from_a_newer_cityops_is_refused_with_a_clear_message() -> None:
-    name = "cityops_test_newer"
-    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    _admin(f"CREATE DATABASE {name}")
-    url = _database_url(name)
-    try:
+    with postgres_database() as url:
 
-        async def scenario() -> None:
-            connection = await asyncpg.connect(url)
+        async def from_the_future() -> None:
+            connection = await connect(url)
             try:
-                await migrate(connection)
                 await connection.execute("INSERT INTO cityops_migrations (version, description) VALUES ($1, 'from the future')", SCHEMA_VERSION + 1)
             finally:
                 await connection.close()
 
-        asyncio.run(scenario())
-        result = subprocess.run([sys.executable, "-m", "cityops", "db", "migrate", "--database", url], capture_output=True, text=True)
+        asyncio.run(from_the_future())
+        result = cityops_db_migrate(url)
         assert result.returncode == 1
-        said = " ".join(result.stdout.split())
-        assert f"schema version {SCHEMA_VERSION + 1}" in said and "Upgrade CityOps" in said
-    finally:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        assert f"schema version {SCHEMA_VERSION + 1}" in result.stdout and "Upgrade CityOps" in result.stdout

@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 
+from ..hub.changes import Change
 from ..hub.entity import Instance
 from ..hub.query import sort_entities
-from ..hub.temporal import TemporalQuery
+from ..hub.temporal import TemporalQuery, changed_instances, deleted_instances
 from ..hub.timestamps import iso_from_epoch, parse_datetime
 
 
@@ -38,6 +39,19 @@ def history_row(tid: int, attr_id: int, instance: Instance, at: str) -> tuple[An
         number,
         orjson.dumps(instance),
     )
+
+
+def recorded_instances(change: Change) -> list[tuple[str, Instance, bool]]:
+    """(attribute IRI, instance, whether it replaces the instance at the same time and dataset) of
+    every instance ``change`` adds to history: those a temporal payload provides, else those it
+    created or modified; and a deletion instance for each it removed."""
+    found: list[tuple[str, Instance, bool]] = []
+    if change.history is not None:
+        found += [(name, instance, True) for name, instance in change.history]
+    else:
+        found += [(name, instance, False) for name, instance in changed_instances(change)]
+    found += [(name, instance, False) for name, instance in deleted_instances(change)]
+    return found
 
 
 def epoch(text: str) -> float:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import asyncpg
@@ -29,7 +29,7 @@ from .contract import DEFAULT_TENANT, AttributeSummary, QueryResult, Subscriptio
 from .history import select_by_current_state
 from .postgres_connection import connect, create_pool, redacted
 from .postgres_history import HistoryReader
-from .postgres_query import EntityReader
+from .postgres_query import EntityReader, entities_by_id
 from .postgres_schema import LEADER_LOCK, Iris, Partitions, migrate, month_of
 from .postgres_writer import Writer
 
@@ -42,6 +42,20 @@ _UNREACHABLE = (
     OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
     asyncpg.OperatorInterventionError, TimeoutError,
 )  # fmt: skip
+
+
+@contextmanager
+def _as_unavailable(failed: str) -> Iterator[None]:
+    """Database failures as 503 ServiceUnavailable with the reason; NGSI-LD errors pass through."""
+    try:
+        yield
+    except NgsiError:
+        raise
+    except _UNREACHABLE as error:
+        raise ServiceUnavailable(f"the database cannot be reached: {error or type(error).__name__}") from error
+    except asyncpg.PostgresError as error:
+        log.error("store: %s (rolled back): %s", failed, error)
+        raise ServiceUnavailable(f"{failed}: {error}") from error
 
 
 class PostgresStore:
@@ -101,16 +115,9 @@ class PostgresStore:
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         if self._pool is None:
             raise ServiceUnavailable("the store is not open")
-        try:
+        with _as_unavailable("the database could not do it"):
             async with self._pool.acquire() as connection:
                 yield connection
-        except NgsiError:
-            raise
-        except _UNREACHABLE as error:
-            raise ServiceUnavailable(f"the database cannot be reached: {error or type(error).__name__}") from error
-        except asyncpg.PostgresError as error:
-            log.error("store: the database refused a statement: %s", error)
-            raise ServiceUnavailable(f"the database could not do it: {error}") from error
 
     async def _run(self, tenant: str, function: Callable[[asyncpg.Connection, int], Awaitable[T]], *, create: bool = False) -> T:
         t = await self._tenant(tenant, create=create)
@@ -160,17 +167,9 @@ class PostgresStore:
     async def write(self, tenant: str, entity_ids: list[str], work: UnitOfWork[Any]) -> tuple[Any, list[Change]]:
         t = await self._tenant(tenant, create=True)
         assert self._writer is not None
-        try:
-            return await self._writer.write(t, tenant, entity_ids, work)
-        except NgsiError:
-            raise
-        except _UNREACHABLE as error:
-            raise ServiceUnavailable(
-                f"the database cannot be reached; the change was not saved: {error or type(error).__name__}"
-            ) from error
-        except asyncpg.PostgresError as error:
-            log.error("store: a write failed and was rolled back: %s", error)
-            raise ServiceUnavailable(f"the database could not save the change: {error}") from error
+        with _as_unavailable("the database could not save the change"):
+            outcome = await self._writer.write(t, tenant, entity_ids, work)
+        return outcome
 
     async def get(self, tenant: str, entity_id: str) -> Entity | None:
         return await self._run(tenant, lambda c, t: self.entities.get(c, t, entity_id))
@@ -210,7 +209,7 @@ class PostgresStore:
                 page, total = await self.history.entities(connection, t, selectors, limit, offset, count, query)
             else:  # filtered and ordered by the entities' current state; those without one come last
                 everything, _ = await self.history.entities(connection, t, selectors, 2**62, 0, False, query)
-                current = await self.entities.get_many(connection, t, [entity_id for _, entity_id, _ in everything])
+                current = await entities_by_id(connection, t, [entity_id for _, entity_id, _ in everything])
                 page, total = select_by_current_state(everything, current, query, limit, offset, count)
             return [await self._history_of(connection, tid, entity_id, types, query) for tid, entity_id, types in page], total
 

@@ -7,31 +7,17 @@ from typing import Any
 import asyncpg
 import orjson
 
-# JSONB in binary form is a version byte (1) and the JSON text; binary is what COPY needs.
 # Many short queries at once: parallel workers and JIT compilation cost more than they save.
 SESSION_SETTINGS = {"max_parallel_workers_per_gather": "0", "jit": "off"}
 
 
 def _encode_json(value: Any) -> bytes:
-    if isinstance(value, bytes):  # already serialized
-        return b"\x01" + value
-    return b"\x01" + orjson.dumps(value)
-
-
-def _decode_json(data: bytes) -> Any:
-    return orjson.loads(data[1:])
-
-
-def _encode_json_text(value: Any) -> bytes:
-    if isinstance(value, bytes):  # already serialized
-        return value
-    return orjson.dumps(value)
+    """json in binary form (what COPY needs) is its text as it is; bytes are already serialized."""
+    return value if isinstance(value, bytes) else orjson.dumps(value)
 
 
 async def _prepare(connection: asyncpg.Connection) -> None:
-    await connection.set_type_codec("jsonb", encoder=_encode_json, decoder=_decode_json, schema="pg_catalog", format="binary")
-    # json in binary form is its text as it is
-    await connection.set_type_codec("json", encoder=_encode_json_text, decoder=orjson.loads, schema="pg_catalog", format="binary")
+    await connection.set_type_codec("json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog", format="binary")
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> asyncpg.Pool:
@@ -58,6 +44,15 @@ def redacted(url: str) -> str:
     scheme, _, credentials = head.partition("://")
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}@{tail}"
+
+
+class Params(list[Any]):
+    """Positional parameters of one statement: ``add`` keeps a value and gives its placeholder
+    ($n, with an optional cast)."""
+
+    def add(self, value: Any, cast: str = "") -> str:
+        self.append(value)
+        return f"${len(self)}{cast}"
 
 
 COPY_FROM_ROWS = 64  # fewer rows go in one INSERT … unnest (COPY's set-up costs more than it saves)

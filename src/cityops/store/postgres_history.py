@@ -11,6 +11,7 @@ import asyncpg
 from ..hub.query import Selector
 from ..hub.temporal import TemporalQuery, instance_id
 from .history import TIME_COLUMN, AggregatedAnswer
+from .postgres_connection import Params
 from .postgres_schema import Iris
 
 # The SQL aggregates each method needs (``RAW_AGGREGATES`` says which). A distinct count counts
@@ -32,14 +33,6 @@ _AGGREGATE_SQL = {
 }
 
 
-class _Params(list[Any]):
-    """Positional parameters of one statement: ``add`` keeps a value and gives its placeholder."""
-
-    def add(self, value: Any, cast: str = "") -> str:
-        self.append(value)
-        return f"${len(self)}{cast}"
-
-
 class HistoryReader:
     """History queries; one per store, used on any connection (it keeps only the IRI cache)."""
 
@@ -58,7 +51,7 @@ class HistoryReader:
     ) -> tuple[list[tuple[int, str, list[str]]], int | None]:
         """(tid, id, types) of the tenant's entities with history that match ``selectors``, in
         creation order; with a time window in ``query``, only those with an instance in it."""
-        params = _Params([t])
+        params = Params([t])
         where = ["te.t = $1"]
         if selectors is not None:
             where.append(await self._selection(conn, selectors, params))
@@ -87,7 +80,7 @@ class HistoryReader:
         names = await self.iris.names(conn, {number for row in rows for number in row[2]})
         return [(tid, entity_id, [names[number] for number in types]) for tid, entity_id, types in rows]
 
-    async def _selection(self, conn: asyncpg.Connection, selectors: tuple[Selector, ...], params: _Params) -> str:
+    async def _selection(self, conn: asyncpg.Connection, selectors: tuple[Selector, ...], params: Params) -> str:
         """A condition on ``te`` that holds for the entities any selector selects by id and type
         (an id pattern is left to ``Selector.matches``)."""
         wanted_iris = [iri for s in selectors for wanted in s.types or () for iri in wanted]
@@ -104,7 +97,7 @@ class HistoryReader:
             either.append(f"({' AND '.join(both)})" if both else "TRUE")
         return f"({' OR '.join(either)})" if either else "FALSE"
 
-    async def _filter(self, conn: asyncpg.Connection, tid: str, query: TemporalQuery, params: _Params) -> str:
+    async def _filter(self, conn: asyncpg.Connection, tid: str, query: TemporalQuery, params: Params) -> str:
         """The condition on ``history`` rows of entity ``tid`` (a placeholder or a column) the query
         selects: attributes, datasets and the time window on its time property."""
         column = TIME_COLUMN[query.timeproperty]
@@ -134,7 +127,7 @@ class HistoryReader:
         """The attribute instances of one entity in the window, oldest first, with their times: per
         attribute at most ``instance_limit`` + 1 (the earliest, or with lastN the most recent), so
         that ``paginate`` can tell when the limit cuts an answer short."""
-        params = _Params([tid])
+        params = Params([tid])
         where = await self._filter(conn, "$1", query, params)
         column = TIME_COLUMN[query.timeproperty]
         order, take = "ASC", query.instance_limit + 1
@@ -167,11 +160,11 @@ class HistoryReader:
         attr_ids = await self._attribute_ids(conn, tid, query)
         if not attr_ids:
             return {}
-        params = _Params([tid])
+        params = Params([tid])
         where = await self._filter(conn, "$1", query, params)
         column = TIME_COLUMN[query.timeproperty]
         # per attribute its first and last time, each an index lookup when the time is observedAt
-        span_params = _Params(params)
+        span_params = Params(params)
         spans_sql = (
             f"SELECT a.id, s.low, s.high FROM unnest({span_params.add(attr_ids, '::int[]')}) WITH ORDINALITY AS a(id, position) "
             f"CROSS JOIN LATERAL (SELECT min({column}) AS low, max({column}) AS high FROM history WHERE {where} AND attr_id = a.id) s "

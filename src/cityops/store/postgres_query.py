@@ -20,6 +20,7 @@ from ..hub.geo import GeoQuery, geometry_of, haversine_m
 from ..hub.query import EntityQuery, PageCollector, Selector, sort_entities
 from ..hub.query_language import And, DateTimeLiteral, Term
 from .contract import AttributeSummary, QueryResult, TypeSummary
+from .postgres_connection import Params
 from .postgres_schema import Iris
 from .value_index import BOOLEAN, NUMBER, PRESENT, STRING, as_float
 
@@ -28,21 +29,25 @@ SELECTIVE_CAP = 5000  # a q term with more index rows than this is decided on th
 _POINT = "GeometryType(g.geom) = 'POINT'"
 
 
+async def entities_by_id(connection: asyncpg.Connection, t: int, entity_ids: list[str]) -> dict[str, Entity]:
+    """The named entities that exist."""
+    rows = await connection.fetch("SELECT id, doc FROM entities WHERE t = $1 AND id = ANY($2::text[])", t, entity_ids)
+    return dict(rows)
+
+
 class _Sql:
     """A WHERE clause being built with numbered parameters ($1 is always the tenant)."""
 
     def __init__(self, t: int):
-        self.params: list[Any] = [t]
+        self.params = Params([t])
         self.parts: list[str] = []
+        self.param = self.params.add
 
     def copy(self) -> _Sql:
         other = _Sql(self.params[0])
-        other.params, other.parts = list(self.params), list(self.parts)
+        other.params.extend(self.params[1:])
+        other.parts = list(self.parts)
         return other
-
-    def param(self, value: Any) -> str:
-        self.params.append(value)
-        return f"${len(self.params)}"
 
     @property
     def where(self) -> str:
@@ -55,10 +60,6 @@ class EntityReader:
 
     async def get(self, connection: asyncpg.Connection, t: int, entity_id: str) -> Entity | None:
         return await connection.fetchval("SELECT doc FROM entities WHERE t = $1 AND id = $2", t, entity_id)
-
-    async def get_many(self, connection: asyncpg.Connection, t: int, entity_ids: list[str]) -> dict[str, Entity]:
-        rows = await connection.fetch("SELECT id, doc FROM entities WHERE t = $1 AND id = ANY($2::text[])", t, entity_ids)
-        return {entity_id: doc for entity_id, doc in rows}
 
     # -- queries ---------------------------------------------------------------------------------
     async def query(self, connection: asyncpg.Connection, t: int, query: EntityQuery) -> QueryResult:

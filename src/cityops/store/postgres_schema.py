@@ -38,13 +38,17 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from .postgres_connection import connect
+
 log = logging.getLogger("cityops.store")
 
-MIGRATION_LOCK = 0x43_69_74_79_4F_70_73_01  # advisory lock key: "CityOps" + 1
-OUTBOX_LOCK = 0x43_69_74_79_4F_70_73_02  # with the tenant number: serializes outbox inserts with their commits
-SUBSCRIPTION_LOCK = 0x43_69_74_79_4F_70_73_03  # with the tenant number: serializes subscription versions
+# Advisory lock keys. Single-number keys ("CityOps" + n) lock the whole database; per-tenant locks
+# use the two-number form (class, tenant number), whose keys never meet single-number ones.
+MIGRATION_LOCK = 0x43_69_74_79_4F_70_73_01
 PARTITION_LOCK = 0x43_69_74_79_4F_70_73_04
 LEADER_LOCK = 0x43_69_74_79_4F_70_73_05
+OUTBOX_LOCK_CLASS = 0x4F_70_73_02  # serializes a tenant's outbox inserts with their commits
+SUBSCRIPTION_LOCK_CLASS = 0x4F_70_73_03  # serializes a tenant's subscription versions
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,15 @@ async def migrate(connection: asyncpg.Connection) -> list[int]:
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied
+
+
+async def migrate_database(url: str, *, timeout: float = 10.0) -> list[int]:
+    """``migrate`` on a connection of its own to the database at ``url``."""
+    connection = await connect(url, timeout=timeout)
+    try:
+        return await migrate(connection)
+    finally:
+        await connection.close()
 
 
 class SchemaTooNew(RuntimeError):

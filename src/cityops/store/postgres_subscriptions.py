@@ -6,9 +6,7 @@ Several processes share the database, so what must be ordered is serialized per 
 transaction-scoped advisory locks, held until commit: a subscription's version (the tenant's
 highest + 1) is taken under one, so versions become visible in their order; outbox rows are
 inserted under another, so their sequence numbers are in commit order and a reader reading past
-``after`` never skips a row that commits later with a lower number. These locks use the
-two-number key form (lock class, tenant), whose keys never meet the single-number keys of
-``postgres_schema`` (as ``SUBSCRIPTION_LOCK + t`` would: the constants there are consecutive)."""
+``after`` never skips a row that commits later with a lower number."""
 
 from __future__ import annotations
 
@@ -21,11 +19,7 @@ import orjson
 from ..hub.errors import AlreadyExists, ResourceNotFound
 from .contract import SubscriptionRecord
 from .postgres_connection import insert_rows
-from .postgres_schema import OUTBOX_LOCK, SUBSCRIPTION_LOCK
-
-# Lock classes (the first number of a two-number advisory lock key; the tenant is the second).
-OUTBOX_LOCK_CLASS = OUTBOX_LOCK & 0x7FFF_FFFF
-SUBSCRIPTION_LOCK_CLASS = SUBSCRIPTION_LOCK & 0x7FFF_FFFF
+from .postgres_schema import OUTBOX_LOCK_CLASS, SUBSCRIPTION_LOCK_CLASS
 
 _COLUMNS = (
     "id, payload, context, (SELECT doc FROM term_maps WHERE key = s.terms), (SELECT doc FROM term_maps WHERE key = s.notify_terms), "

@@ -25,10 +25,9 @@ import orjson
 from ..hub.changes import Change, UnitOfWork, WriteSet
 from ..hub.entity import Entity, Instance
 from ..hub.errors import ServiceUnavailable
-from ..hub.temporal import changed_instances, deleted_instances
 from . import postgres_subscriptions as subscription_sql
 from .contract import SubscriptionRecord, WriteHook
-from .history import history_row
+from .history import history_row, recorded_instances
 from .postgres_connection import insert_rows
 from .postgres_schema import Iris, Partitions, month_of
 from .value_index import STRING, ValueRows, as_float, value_rows
@@ -167,7 +166,7 @@ class Writer:
         final: dict[str, Entity | None] = {}
         for change in changes:
             final[change.entity_id] = change.after
-        instances = [(change, list(_history_of(change))) for change in changes]
+        instances = [(change, recorded_instances(change)) for change in changes]
         names = {name for _, found in instances for name, _, _ in found}
         for entity in final.values():
             if entity is not None:
@@ -350,18 +349,6 @@ def _value_row(key: tuple[int, int, Any, int]) -> tuple[int, int, int, float | N
     if kind == STRING:
         return rid, attr_id, kind, None, value
     return rid, attr_id, kind, as_float(value), None
-
-
-def _history_of(change: Change) -> list[tuple[str, Instance, bool]]:
-    """(attribute IRI, instance, whether it replaces the instance at the same time and dataset) of
-    every instance ``change`` adds to history."""
-    found: list[tuple[str, Instance, bool]] = []
-    if change.history is not None:
-        found += [(name, instance, True) for name, instance in change.history]
-    else:
-        found += [(name, instance, False) for name, instance in changed_instances(change)]
-    found += [(name, instance, False) for name, instance in deleted_instances(change)]
-    return found
 
 
 def _has_geo(instances: list[Instance] | None) -> bool:

@@ -30,10 +30,9 @@ from ..hub.changes import Change, UnitOfWork, WriteSet
 from ..hub.entity import Entity, Instance
 from ..hub.errors import ServiceUnavailable
 from ..hub.geo import bounds_of
-from ..hub.temporal import changed_instances, deleted_instances
 from . import sqlite_subscriptions as subscription_sql
 from .contract import SubscriptionRecord, WriteHook
-from .history import history_row
+from .history import history_row, recorded_instances
 from .sqlite_schema import IriCache, attribute_rows, load_kinds
 
 T = TypeVar("T")
@@ -351,16 +350,11 @@ class Writer:
             self.tids[change.entity_id] = tid
         if change.before is None or change.before["type"] != latest["type"] or tid in writes.temporal_entities:
             writes.temporal_entities[tid] = (tid, change.entity_id, orjson.dumps(latest["type"]))
-        if change.history is not None:
-            for name, instance in change.history:
-                row = history_row(tid, self._iri(name), instance, change.at)
+        for name, instance, replaces in recorded_instances(change):
+            row = history_row(tid, self._iri(name), instance, change.at)
+            if replaces:
                 writes.history_replaced.append((tid, row[1], row[2], row[6]))
-                writes.history.append(row)
-        else:
-            for name, instance in changed_instances(change):
-                writes.history.append(history_row(tid, self._iri(name), instance, change.at))
-        for name, instance in deleted_instances(change):
-            writes.history.append(history_row(tid, self._iri(name), instance, change.at))
+            writes.history.append(row)
 
     def _iri(self, iri: str) -> int:
         found = self.iris.id(iri, create=True)
