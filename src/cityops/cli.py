@@ -75,11 +75,15 @@ def serve(
         help="Serve the @context at URL from FILE instead of fetching it: URL=FILE, repeatable "
         "[env CITYOPS_PRELOAD_CONTEXTS, comma-separated].",
     ),
+    mqtt_url: str | None = typer.Option(
+        None, help="MQTT broker the IoT gateway reads device measures from, mqtt://host:1883 [env CITYOPS_MQTT_URL; default none]."
+    ),
 ) -> None:
-    """Run the hub: the NGSI-LD API over HTTP, until interrupted."""
+    """Run the hub: the NGSI-LD API and the IoT gateway over HTTP (and MQTT with --mqtt-url), until interrupted."""
     settings = load_settings(
-        host=host, port=port, database=database, log_level=log_level, workers=workers, preload_contexts=_preload(preload_context)
-    )
+        host=host, port=port, database=database, log_level=log_level, workers=workers,
+        preload_contexts=_preload(preload_context), mqtt_url=mqtt_url,
+    )  # fmt: skip
     run_server(settings)
 
 

@@ -146,6 +146,37 @@ class Settings:
         "Undelivered notifications are kept and retried until delivered or their subscription is deleted.", float,
     )  # fmt: skip
 
+    mqtt_url: str = _setting(
+        "", "CITYOPS_MQTT_URL",
+        "The MQTT broker the IoT gateway takes device measures from and sends commands through: "
+        "mqtt://user:password@host:1883 (mqtts:// for TLS). Empty: no MQTT intake (HTTP ingest still works).",
+    )  # fmt: skip
+    mqtt_client_id: str = _setting(
+        "cityops-gateway", "CITYOPS_MQTT_CLIENT_ID",
+        "The gateway's MQTT client id. Its session is persistent, so QoS 1 measures sent while the gateway is down "
+        "wait in the broker; two processes must not share one id.",
+    )  # fmt: skip
+    mqtt_ca_file: str = _setting("", "CITYOPS_MQTT_CA_FILE", "CA certificates to verify an mqtts:// broker with (default: the system's).")
+    iot_context: str = _setting(
+        "", "CITYOPS_IOT_CONTEXT",
+        "The @context (URL, preloaded or fetchable) that expands the attribute names of devices and service groups; "
+        "empty: the NGSI-LD core context (names go to the default vocabulary).",
+    )  # fmt: skip
+    ingest_queue: int = _setting(
+        20000, "CITYOPS_INGEST_QUEUE",
+        "Most measure messages the gateway holds before storing them. When it is full the gateway stops reading "
+        "from the broker and HTTP ingest waits: intake slows, memory stays bounded, nothing is dropped.", int,
+    )  # fmt: skip
+    ingest_batch: int = _setting(
+        2000, "CITYOPS_INGEST_BATCH", "Most measure messages stored in one transaction.", int
+    )
+    ingest_max_payload: int = _setting(
+        65536, "CITYOPS_INGEST_MAX_PAYLOAD", "Largest measure payload (bytes) a device may send; larger ones are dead letters.", int
+    )
+    dead_letters_kept: int = _setting(
+        10000, "CITYOPS_DEAD_LETTERS_KEPT", "Dead letters (rejected measures, with the reason) kept per tenant; older ones are removed.", int
+    )
+
     @property
     def postgres_url(self) -> str | None:
         """The PostgreSQL database to use, if one is configured (else the SQLite file ``database``)."""
@@ -179,6 +210,10 @@ class Settings:
             raise SettingsError("notify_timeout must be > 0 and notify_backoff_max >= 1 second")
         if self.default_page_size < 1 or self.max_page_size < self.default_page_size:
             raise SettingsError("default_page_size must be >= 1 and <= max_page_size")
+        if self.mqtt_url and not self.mqtt_url.startswith(("mqtt://", "mqtts://")):
+            raise SettingsError(f"mqtt_url must start with mqtt:// or mqtts://, got {self.mqtt_url!r}")
+        if self.ingest_queue < 1 or not 1 <= self.ingest_batch <= self.ingest_queue:
+            raise SettingsError("ingest_queue must be >= 1 and ingest_batch between 1 and ingest_queue")
         for url, path in self.preload_contexts.items():
             if not Path(path).is_file():
                 raise SettingsError(f"preloaded @context {url} points at {path}, which is not a readable file")

@@ -19,12 +19,20 @@ from ..hub.context import ContextResolver, make_http_fetcher
 from ..hub.errors import InternalError, MethodNotAllowed, NgsiError, ResourceNotFound
 from ..hub.hub import Hub
 from ..hub.retention import HistoryRetention, RetentionPolicy
+from ..ingest.gateway import Gateway
+from ..ingest.liveness import Liveness
+from ..ingest.mapping import Mapper
+from ..ingest.mqtt import MqttIntake
+from ..ingest.provisioner import Provisioner
+from ..ingest.registry import DeviceRegistry
+from ..metrics import Metrics
 from ..notify.notifier import Notifier
 from ..notify.registry import SubscriptionRegistry
 from ..notify.subscriptions import Subscriptions
 from ..settings import Settings
 from ..store.factory import store_for
 from .http import json_response, problem_response
+from .iot import IotApi
 from .ngsi_ld import NgsiLdApi
 from .subscriptions import SubscriptionApi
 from .temporal import TemporalApi
@@ -53,10 +61,24 @@ class CityOps:
         self.retention = HistoryRetention(self.store, policy)
         self.leader = self.store.leader()
         self._duties: asyncio.Task[None] | None = None
+        self.metrics = Metrics()
+        self.devices = DeviceRegistry(self.store)
+        self.mapper = Mapper(self.resolver.core)
+        self.provisioner = Provisioner(self.hub, self.devices, self.mapper)
+        self.gateway = Gateway(
+            self.hub, self.devices, self.provisioner, self.mapper, self.metrics,
+            batch_size=settings.ingest_batch, max_payload=settings.ingest_max_payload, dead_letters_kept=settings.dead_letters_kept,
+        )  # fmt: skip
+        self.liveness = Liveness(self.hub, self.devices, self.metrics, self.mapper)
+        self.mqtt: MqttIntake | None = None
 
     async def start(self) -> None:
         await self.store.open()
         await self.bus.start()
+        if self.settings.iot_context:
+            self.mapper.terms = await self.resolver.resolve(self.settings.iot_context)
+        await self.devices.start()
+        await self.gateway.start(self.settings.ingest_queue)
         self._duties = asyncio.create_task(self._lead(), name="leader")
 
     async def _lead(self) -> None:
@@ -65,16 +87,37 @@ class CityOps:
             await self.leader.acquire()
             await self.notifier.start()
             await self.retention.start()
+            await self.liveness.start()
+            self._start_mqtt()
             await self.leader.wait_lost()
-            await self.notifier.stop()  # another process leads now; two must not deliver
+            self._stop_mqtt()  # another process leads now; two must not share the gateway's MQTT session
+            await self.notifier.stop()  # two must not deliver
             await self.retention.stop()
+            await self.liveness.stop()
+
+    def _start_mqtt(self) -> None:
+        if not self.settings.mqtt_url or self.gateway.intake is None:
+            return
+        self.mqtt = MqttIntake(
+            self.settings.mqtt_url, self.settings.mqtt_client_id, self.gateway.intake, self.metrics, ca_file=self.settings.mqtt_ca_file
+        )
+        self.mqtt.start()
+
+    def _stop_mqtt(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.stop()
+            self.mqtt = None
 
     async def stop(self) -> None:
+        self._stop_mqtt()
+        await self.gateway.stop()
         await self.bus.stop()
         if self._duties is not None:
             self._duties.cancel()
         await self.notifier.stop()
         await self.retention.stop()
+        await self.liveness.stop()
+        await self.devices.stop()
         await self.leader.release()
         await self.store.close()
         await self.fetcher.close()
@@ -116,8 +159,15 @@ def create_app(settings: Settings | None = None, cityops: CityOps | None = None)
     temporal = TemporalApi(api)
     subscriptions = SubscriptionApi(api, cityops.subscriptions)
 
+    iot = IotApi(cityops.gateway, cityops.provisioner, settings.max_body_bytes)
+
     async def health(request: Request) -> Response:
         return json_response({"status": "ok"})
+
+    async def metrics(request: Request) -> Response:
+        cityops.metrics.ingest_queue.set(len(cityops.gateway.intake or ()))
+        body, media_type = cityops.metrics.exposition()
+        return Response(body, media_type=media_type)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -130,7 +180,10 @@ def create_app(settings: Settings | None = None, cityops: CityOps | None = None)
             log.info("CityOps hub stopped; all accepted changes are on disk")
 
     app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]), *api.routes(), *temporal.routes(), *subscriptions.routes()],
+        routes=[
+            Route("/health", health, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
+            *api.routes(), *temporal.routes(), *subscriptions.routes(), *iot.routes(),
+        ],  # fmt: skip
         exception_handlers={NgsiError: ngsi_error, HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,
     )

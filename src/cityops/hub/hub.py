@@ -9,13 +9,13 @@ Once it is committed, the hub publishes the changes on the bus.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..bus.bus import Bus, InProcessBus
 from ..store.contract import AttributeSummary, QueryResult, Store, TypeSummary
-from .changes import UnitOfWork, WriteSet
+from .changes import RecordKey, UnitOfWork, WriteSet
 from .entity import Entity, Instance, find_instance
 from .errors import AlreadyExists, BadRequestData, NgsiError, ResourceNotFound
 from .merge import is_delete_marker, merge_attribute, replace_attribute
@@ -107,7 +107,12 @@ class Hub:
         self.max_batch_size = max_batch_size
 
     async def _write(self, tenant: str, ids: list[str], work: UnitOfWork[Any]) -> Any:
-        result, changes = await self.store.write(tenant, ids, work)
+        return await self.apply(tenant, ids, work)
+
+    async def apply(self, tenant: str, ids: list[str], work: UnitOfWork[Any], records: Sequence[RecordKey] = ()) -> Any:
+        """Run a unit of work decided by a layer above the hub (the IoT gateway's ingest and
+        provisioning): atomically, with the ``records`` it names loaded, its changes then published."""
+        result, changes = await self.store.write(tenant, ids, work, records)
         self.bus.publish(changes)
         return result
 

@@ -5,16 +5,21 @@ Entities cross this boundary in the hub's stored form (``cityops.hub.entity``). 
 them, answers ``EntityQuery`` selections exactly (using its indexes where it can and
 ``EntityQuery.matches`` where it cannot), and applies units of work (``cityops.hub.changes``)
 atomically.
+
+Beside the entities a backend keeps records: small JSON documents named by (kind, key) per tenant
+(the IoT gateway's devices, dead letters, receipts...), which units of work read and write in
+their transaction. Every put or deletion of one takes the tenant's next record version, and a
+deletion leaves a tombstone carrying it, so other processes can follow them (``records_changed``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from ..hub.changes import Change, UnitOfWork
+from ..hub.changes import Change, RecordKey, UnitOfWork
 from ..hub.entity import Entity, Instance
 from ..hub.errors import BadRequestData
 from ..hub.query import EntityQuery, Selector
@@ -29,6 +34,19 @@ T = TypeVar("T")
 def check_tenant_name(tenant: str) -> None:
     if tenant != DEFAULT_TENANT and not TENANT_NAME.match(tenant):
         raise BadRequestData(f"tenant {tenant!r} is not a valid tenant name (letters, digits, '_', '-', '.', up to 64 characters)")
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least text above every text starting with ``prefix``, so that a prefix is a key range an
+    index reads (code-point order: how SQLite and PostgreSQL's "C" collation compare UTF-8, and
+    Python too); None when no text is above them all (an empty prefix)."""
+    stem = prefix.rstrip(chr(0x10FFFF))
+    if not stem:
+        return None
+    following = ord(stem[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be stored
+        following = 0xE000
+    return stem[:-1] + chr(following)
 
 
 @dataclass
@@ -96,11 +114,15 @@ class Store(Protocol):
 
     async def tenant_exists(self, tenant: str) -> bool: ...
 
-    async def write(self, tenant: str, entity_ids: list[str], work: UnitOfWork[T]) -> tuple[T, list[Change]]:
-        """Run a unit of work atomically: load the named entities (None where absent), call ``work``,
-        apply the writes it recorded, commit. Creates the tenant if needed. If ``work`` raises,
-        nothing is written and the exception propagates. Returns what ``work`` returned and the
-        committed changes, in order."""
+    async def write(
+        self, tenant: str, entity_ids: list[str], work: UnitOfWork[T], records: Sequence[RecordKey] = ()
+    ) -> tuple[T, list[Change]]:
+        """Run a unit of work atomically: load the named entities (None where absent) and records
+        (into ``WriteSet.records``), call ``work``, apply the writes it recorded (changes and record
+        writes), commit. The named records cannot change under the unit: two units that both find
+        one absent cannot both create it. Creates the tenant if needed. If ``work`` raises, nothing
+        is written and the exception propagates. Returns what ``work`` returned and the committed
+        changes, in order."""
 
     async def get(self, tenant: str, entity_id: str) -> Entity | None: ...
 
@@ -158,3 +180,21 @@ class Store(Protocol):
 
     async def notifications_done(self, tenant: str, seqs: list[int], statuses: dict[str, dict[str, Any]]) -> None:
         """Forget delivered notifications and record subscriptions' delivery status, in one transaction."""
+
+    # -- records (written by units of work; an unknown tenant has none) ------------------------------
+    async def record(self, tenant: str, kind: str, key: str) -> dict[str, Any] | None: ...
+
+    async def records(
+        self, tenant: str, kind: str, *, limit: int | None = None, offset: int = 0, prefix: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(key, doc) of the records of ``kind`` (whose key starts with ``prefix``), in key order."""
+
+    async def record_count(self, tenant: str, kind: str, prefix: str | None = None) -> int: ...
+
+    async def records_changed(self, tenant: str, kind: str, since: int) -> tuple[int, list[tuple[str, dict[str, Any] | None]]]:
+        """The tenant's current record version (over every kind) and (key, doc, None if deleted) of
+        each record of ``kind`` put or deleted after version ``since``, oldest first."""
+
+    async def trim_records(self, tenant: str, kind: str, keep: int) -> int:
+        """Remove all but the ``keep`` most recently written records of ``kind`` (no tombstones: a
+        capped list); how many were removed."""

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import asyncpg
 
-from ..hub.changes import Change, UnitOfWork
+from ..hub.changes import Change, RecordKey, UnitOfWork
 from ..hub.entity import Entity, Instance
 from ..hub.errors import NgsiError, NonexistentTenant, ServiceUnavailable
 from ..hub.query import EntityQuery, Selector
 from ..hub.temporal import TemporalEntity, TemporalQuery
 from ..leader import Leader, PostgresLeader
 from . import postgres_history_edit as history_edit
+from . import postgres_records as record_sql
 from . import postgres_subscriptions as subscription_sql
 from .contract import DEFAULT_TENANT, AttributeSummary, QueryResult, SubscriptionRecord, TypeSummary, WriteHook, check_tenant_name
 from .history import select_by_current_state
@@ -164,11 +165,13 @@ class PostgresStore:
         if self._writer is not None:
             self._writer.hooks.append(hook)
 
-    async def write(self, tenant: str, entity_ids: list[str], work: UnitOfWork[Any]) -> tuple[Any, list[Change]]:
+    async def write(
+        self, tenant: str, entity_ids: list[str], work: UnitOfWork[Any], records: Sequence[RecordKey] = ()
+    ) -> tuple[Any, list[Change]]:
         t = await self._tenant(tenant, create=True)
         assert self._writer is not None
         with _as_unavailable("the database could not save the change"):
-            outcome = await self._writer.write(t, tenant, entity_ids, work)
+            outcome = await self._writer.write(t, tenant, entity_ids, work, records)
         return outcome
 
     async def get(self, tenant: str, entity_id: str) -> Entity | None:
@@ -278,3 +281,23 @@ class PostgresStore:
 
     async def notifications_done(self, tenant: str, seqs: list[int], statuses: dict[str, dict[str, Any]]) -> None:
         await self._in_transaction(tenant, lambda c, t: subscription_sql.done(c, t, seqs, statuses))
+
+    # -- records ------------------------------------------------------------------------------------
+    async def record(self, tenant: str, kind: str, key: str) -> dict[str, Any] | None:
+        return await self._read_if_tenant(tenant, lambda c, t: record_sql.get(c, t, kind, key), None)
+
+    async def records(
+        self, tenant: str, kind: str, *, limit: int | None = None, offset: int = 0, prefix: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        return await self._read_if_tenant(tenant, lambda c, t: record_sql.page(c, t, kind, limit, offset, prefix), [])
+
+    async def record_count(self, tenant: str, kind: str, prefix: str | None = None) -> int:
+        return await self._read_if_tenant(tenant, lambda c, t: record_sql.count(c, t, kind, prefix), 0)
+
+    async def records_changed(self, tenant: str, kind: str, since: int) -> tuple[int, list[tuple[str, dict[str, Any] | None]]]:
+        return await self._read_if_tenant(tenant, lambda c, t: record_sql.changes_since(c, t, kind, since), (since, []))
+
+    async def trim_records(self, tenant: str, kind: str, keep: int) -> int:
+        if not await self.tenant_exists(tenant):
+            return 0
+        return await self._in_transaction(tenant, lambda c, t: record_sql.trim(c, t, kind, keep))

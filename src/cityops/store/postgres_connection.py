@@ -58,16 +58,25 @@ class Params(list[Any]):
 COPY_FROM_ROWS = 64  # fewer rows go in one INSERT … unnest (COPY's set-up costs more than it saves)
 
 
-async def insert_rows(connection: asyncpg.Connection, table: str, columns: dict[str, str], rows: list[tuple[Any, ...]]) -> None:
+async def insert_rows(
+    connection: asyncpg.Connection, table: str, columns: dict[str, str], rows: list[tuple[Any, ...]], *, on_conflict: str = ""
+) -> None:
     """Insert ``rows`` into ``table``; ``columns``: name -> SQL type. COPY for many rows, one
-    ``INSERT … SELECT unnest(…)`` statement for a few."""
+    ``INSERT … SELECT unnest(…)`` statement for a few, or for an upsert (``on_conflict``: what
+    follows ON CONFLICT; COPY has no such clause)."""
     if not rows:
         return
-    if len(rows) >= COPY_FROM_ROWS:
+    if len(rows) >= COPY_FROM_ROWS and not on_conflict:
         await connection.copy_records_to_table(table, records=rows, columns=list(columns))
         return
     arrays = [f"${n}::{kind}[]" for n, kind in enumerate(columns.values(), start=1)]
     await connection.execute(
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(arrays)})",
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(arrays)})"
+        + (f" ON CONFLICT {on_conflict}" if on_conflict else ""),
         *(list(column) for column in zip(*rows)),
     )
+
+
+def row_count(status: str) -> int:
+    """The number of rows an UPDATE or DELETE reached, from its command status."""
+    return int(status.rsplit(" ", 1)[-1])

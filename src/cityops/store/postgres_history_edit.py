@@ -12,6 +12,7 @@ import asyncpg
 from ..hub.entity import Instance
 from ..hub.errors import ResourceNotFound
 from .history import history_row
+from .postgres_connection import row_count
 from .postgres_schema import Iris
 
 
@@ -27,11 +28,6 @@ async def _attr_id(conn: asyncpg.Connection, iris: Iris, entity_id: str, attr: s
     if attr not in known:
         raise ResourceNotFound(f"entity {entity_id} has no history of attribute {attr}", instance=entity_id)
     return known[attr]
-
-
-def _row_count(status: str) -> int:
-    """The number of rows an UPDATE or DELETE reached, from its command status."""
-    return int(status.rsplit(" ", 1)[-1])
 
 
 async def modify_instance(
@@ -57,7 +53,7 @@ async def modify_instance(
         "WHERE iid = $7 AND tid = $8 AND attr_id = $9",
         observed, modified, deleted, dataset, num, doc, iid, tid, attr_id,
     )  # fmt: skip
-    if _row_count(status) == 0:
+    if row_count(status) == 0:
         raise ResourceNotFound(f"entity {entity_id} has no instance {iid} of attribute {attr}", instance=entity_id)
 
 
@@ -82,7 +78,7 @@ async def delete_instances(
         status = await conn.execute(
             "DELETE FROM history WHERE tid = $1 AND attr_id = $2 AND dataset IS NOT DISTINCT FROM $3::text", tid, attr_id, dataset
         )
-    if _row_count(status) == 0:
+    if row_count(status) == 0:
         raise ResourceNotFound(f"entity {entity_id} has no such history of attribute {attr}", instance=entity_id)
 
 
@@ -106,4 +102,4 @@ async def prune(conn: asyncpg.Connection, t: int, iris: Iris, type_iri: str | No
         f"DELETE FROM history WHERE observed < $2 AND tid IN (SELECT tid FROM temporal_entities WHERE t = $1 AND {chosen})",
         t, before, param,
     )  # fmt: skip
-    return _row_count(status)
+    return row_count(status)

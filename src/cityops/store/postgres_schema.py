@@ -24,6 +24,11 @@ LanguageProperty's first language, an entity's attribute order), and stored with
   status; a deleted one keeps a row without payload so every process learns of the deletion),
   numbered per tenant by a version every change raises; ``outbox``: notifications owed, written in
   the transaction of the change that owes them.
+- ``records``: small JSON documents by (tenant, kind, key), written by units of work; each put or
+  deletion is numbered by the tenant's record version, whose last value ``record_versions`` keeps
+  (its row is locked from the number's taking to commit, so versions become visible in their
+  order); a deleted record keeps a row without its document, so every process learns of the
+  deletion.
 
 Migrations run at start-up and with ``cityops db migrate``; they hold an advisory lock, so two
 processes starting together apply each one once, and each is recorded in ``cityops_migrations``.
@@ -120,6 +125,19 @@ ALTER TABLE geo ADD COLUMN geog geography;
 UPDATE geo SET geog = geom::geography WHERE GeometryType(geom) = 'POINT';
 CREATE INDEX geo_points ON geo USING gist (geog) WHERE geog IS NOT NULL;
 CREATE INDEX geo_shapes ON geo USING gist (geom) WHERE GeometryType(geom) <> 'POINT';
+""",
+    ),
+)
+MIGRATIONS += (
+    Migration(
+        4,
+        "records: small JSON documents units of work keep beside the entities, versioned per tenant",
+        """
+CREATE TABLE records (
+    t int NOT NULL, kind text NOT NULL, key text COLLATE "C" NOT NULL, doc json, version bigint NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (t, kind, key));
+CREATE INDEX records_version ON records (t, kind, version);
+CREATE TABLE record_versions (t int PRIMARY KEY, version bigint NOT NULL);
 """,
     ),
 )

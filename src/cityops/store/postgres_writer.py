@@ -3,8 +3,9 @@
 The named entities are read with ``FOR UPDATE`` (in id order, so two writers never wait on each
 other in a circle), the unit decides, the write hooks compute the notifications owed, and the
 rows go out in a few statements: entities and their index rows with ``unnest`` arrays, history
-with COPY, the outbox last. Several processes may write at once: two units creating the same
-entity collide on the primary key, and the loser runs again (it then sees the entity).
+with COPY, records (``postgres_records``), the outbox last. Several processes may write at once:
+two units creating the same entity (or record) collide on the primary key, and the loser runs
+again (it then sees the entity).
 
 A history instance needs its month's partition. Partitions are made ahead of time; when a write
 brings an instance for a month that has none (old data, say), the transaction is abandoned, the
@@ -16,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
-from ..hub.changes import Change, UnitOfWork, WriteSet
+from ..hub.changes import Change, RecordKey, UnitOfWork, WriteSet
 from ..hub.entity import Entity, Instance
 from ..hub.errors import ServiceUnavailable
+from . import postgres_records as record_sql
 from . import postgres_subscriptions as subscription_sql
 from .contract import SubscriptionRecord, WriteHook
 from .history import history_row, recorded_instances
@@ -87,11 +89,13 @@ class Writer:
         self._analyze_after = ANALYZE_FIRST
         self._analyzing: asyncio.Task[None] | None = None
 
-    async def write(self, t: int, tenant: str, entity_ids: list[str], work: UnitOfWork[Any]) -> tuple[Any, list[Change]]:
+    async def write(
+        self, t: int, tenant: str, entity_ids: list[str], work: UnitOfWork[Any], records: Sequence[RecordKey] = ()
+    ) -> tuple[Any, list[Change]]:
         for attempt in range(ATTEMPTS):
             try:
                 async with self.pool.acquire() as connection, connection.transaction():
-                    outcome = await self._unit(connection, t, tenant, sorted(set(entity_ids)), work)
+                    outcome = await self._unit(connection, t, tenant, sorted(set(entity_ids)), work, sorted(set(records)))
                 self._maybe_analyze()  # after the commit: statistics taken before it would see none of the rows
                 return outcome
             except _NeedPartitions as need:
@@ -104,24 +108,34 @@ class Writer:
         raise ServiceUnavailable("history partitions could not be created; see the log")
 
     async def _unit(
-        self, connection: asyncpg.Connection, t: int, tenant: str, entity_ids: list[str], work: UnitOfWork[Any]
+        self,
+        connection: asyncpg.Connection,
+        t: int,
+        tenant: str,
+        entity_ids: list[str],
+        work: UnitOfWork[Any],
+        record_keys: list[RecordKey],
     ) -> tuple[Any, list[Change]]:
-        rows = await connection.fetch(
-            "SELECT id, rid, doc FROM entities WHERE t = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE", t, entity_ids
-        )
+        rows: list[asyncpg.Record] = []
+        if entity_ids:
+            rows = await connection.fetch(
+                "SELECT id, rid, doc FROM entities WHERE t = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE", t, entity_ids
+            )
         current: dict[str, Entity | None] = dict.fromkeys(entity_ids)
         rids: dict[str, int] = {}
         for entity_id, rid, doc in rows:
             current[entity_id] = doc
             rids[entity_id] = rid
         initial = {entity_id: doc for entity_id, doc in current.items() if doc is not None}
-        writes = WriteSet(tenant)
+        named, present = await record_sql.lock(connection, t, record_keys) if record_keys else ({}, set())
+        writes = WriteSet(tenant, records=named)
         result = work(current, writes)
-        changes = writes.changes
-        if not changes:
-            return result, changes
-        owed = await self._owed(connection, t, tenant, changes)
-        await self._apply(connection, t, changes, initial, rids)
+        changes, docs = writes.changes, writes.final_records()
+        owed = await self._owed(connection, t, tenant, changes) if changes else []
+        if changes:
+            await self._apply(connection, t, changes, initial, rids)
+        if docs:  # after the entities: the tenant's record versions stay locked from here to commit
+            await record_sql.write(connection, t, docs, named, present)
         if owed:
             await subscription_sql.insert_outbox(connection, t, owed)
         return result, changes

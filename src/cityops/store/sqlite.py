@@ -14,17 +14,19 @@ import queue
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..hub.changes import Change, UnitOfWork
+from ..hub.changes import Change, RecordKey, UnitOfWork
 from ..hub.entity import Entity, Instance
 from ..hub.errors import NonexistentTenant, ServiceUnavailable
 from ..hub.query import EntityQuery, Selector
 from ..hub.temporal import TemporalEntity, TemporalQuery
 from ..leader import FileLeader, Leader
 from . import sqlite_history_edit as history_edit
+from . import sqlite_records as record_sql
 from . import sqlite_subscriptions as subscription_sql
 from .contract import DEFAULT_TENANT, AttributeSummary, QueryResult, SubscriptionRecord, TypeSummary, WriteHook, check_tenant_name
 from .sqlite_query import Reader
@@ -208,6 +210,30 @@ class SQLiteStore:
     async def notifications_done(self, tenant: str, seqs: list[int], statuses: dict[str, dict[str, Any]]) -> None:
         await self._database(tenant, create=True).writer.call(tenant, lambda c: subscription_sql.done(c, seqs, statuses))
 
+    # -- records ------------------------------------------------------------------------------------
+    async def record(self, tenant: str, kind: str, key: str) -> dict[str, Any] | None:
+        connection = self._reader_of(tenant)
+        return record_sql.get(connection, kind, key) if connection else None
+
+    async def records(
+        self, tenant: str, kind: str, *, limit: int | None = None, offset: int = 0, prefix: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        connection = self._reader_of(tenant)
+        return record_sql.page(connection, kind, limit, offset, prefix) if connection else []
+
+    async def record_count(self, tenant: str, kind: str, prefix: str | None = None) -> int:
+        connection = self._reader_of(tenant)
+        return record_sql.count(connection, kind, prefix) if connection else 0
+
+    async def records_changed(self, tenant: str, kind: str, since: int) -> tuple[int, list[tuple[str, dict[str, Any] | None]]]:
+        connection = self._reader_of(tenant)
+        return record_sql.changes_since(connection, kind, since) if connection else (since, [])
+
+    async def trim_records(self, tenant: str, kind: str, keep: int) -> int:
+        if not await self.tenant_exists(tenant):
+            return 0
+        return await self._database(tenant, create=False).writer.call(tenant, lambda c: record_sql.trim(c, kind, keep))
+
     async def tenant_exists(self, tenant: str) -> bool:
         try:
             self._database(tenant, create=False)
@@ -215,8 +241,10 @@ class SQLiteStore:
             return False
         return True
 
-    async def write(self, tenant: str, entity_ids: list[str], work: UnitOfWork[Any]) -> tuple[Any, list[Change]]:
-        return await self._database(tenant, create=True).writer.submit(tenant, entity_ids, work)
+    async def write(
+        self, tenant: str, entity_ids: list[str], work: UnitOfWork[Any], records: Sequence[RecordKey] = ()
+    ) -> tuple[Any, list[Change]]:
+        return await self._database(tenant, create=True).writer.submit(tenant, entity_ids, work, records)
 
     async def get(self, tenant: str, entity_id: str) -> Entity | None:
         return self._database(tenant, create=False).reader.get(entity_id)

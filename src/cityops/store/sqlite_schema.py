@@ -17,7 +17,10 @@ Entities are kept whole (one JSON document a row) next to index tables the queri
 - ``subscriptions`` (payload, @context, delivery status; a deleted one keeps a row without payload
   so every process learns of the deletion), numbered by a version every change of one raises, with
   the resolved term maps they use in ``term_maps``; ``outbox``: notifications owed, written in the
-  same transaction as the change that caused them, removed once delivered.
+  same transaction as the change that caused them, removed once delivered;
+- ``records``: small JSON documents by (kind, key), written by units of work, each put or deletion
+  numbered by the tenant's record version (its last value in ``meta``, key ``record_version``); a
+  deleted record keeps a row without its document, so every process learns of the deletion.
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ from ..hub.entity import Instance
 from .sqlite_geo import cell_of
 from .value_index import KIND_CODE, add_instance_values
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+# Files of these versions differ from the current schema only by tables the schema script creates
+# when they are missing: opening one brings it up to date.
+UPGRADED_IN_PLACE = {"5"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,6 +71,10 @@ CREATE TABLE IF NOT EXISTS term_maps (key TEXT PRIMARY KEY, doc BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, subscription TEXT NOT NULL, body BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS outbox_subscription ON outbox (subscription, seq);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, key TEXT NOT NULL, doc TEXT, version INTEGER NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_version ON records (kind, version);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('record_version', 0);
 """
 
 _pattern_cache: dict[str, re.Pattern[str]] = {}
@@ -94,6 +104,9 @@ def connect(path: str, *, synchronous: str, cache_mb: int, create: bool) -> sqli
         connection.executescript(SCHEMA)
         connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         (version,) = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version in UPGRADED_IN_PLACE:
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            version = str(SCHEMA_VERSION)
         if version != str(SCHEMA_VERSION):
             connection.close()
             raise SchemaMismatch(

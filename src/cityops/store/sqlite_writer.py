@@ -20,16 +20,17 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 
-from ..hub.changes import Change, UnitOfWork, WriteSet
+from ..hub.changes import Change, RecordKey, UnitOfWork, WriteSet
 from ..hub.entity import Entity, Instance
 from ..hub.errors import ServiceUnavailable
 from ..hub.geo import bounds_of
+from . import sqlite_records as record_sql
 from . import sqlite_subscriptions as subscription_sql
 from .contract import SubscriptionRecord, WriteHook
 from .history import history_row, recorded_instances
@@ -47,10 +48,12 @@ WAL_RESET_BYTES = 64 * 1024 * 1024  # past this the writer finishes a checkpoint
 class PendingWrites:
     """Writes of the running transaction not yet sent to SQLite, keyed so that later writes win."""
 
-    def __init__(self, next_rid: int, next_gid: int, next_tid: int):
+    def __init__(self, next_rid: int, next_gid: int, next_tid: int, record_version: int):
         self.next_rid = next_rid
         self.next_gid = next_gid
         self.next_tid = next_tid
+        self.record_version = record_version  # the last one taken
+        self.records: dict[RecordKey, tuple[str, str, str | None, int]] = {}  # (kind, key, doc, version)
         self.history: list[tuple[Any, ...]] = []
         self.history_replaced: list[tuple[int, int, float, str | None]] = []  # (tid, attr_id, observed, dataset)
         self.outbox: list[tuple[str, bytes]] = []
@@ -74,7 +77,7 @@ class PendingWrites:
         return not (
             self.entity_rows or self.doc_updates or self.entity_deletes or self.type_rows or self.type_deletes
             or self.attr_rows or self.value_deletes or self.point_deletes or self.shape_deletes or self.new_kinds
-            or self.history or self.history_replaced or self.temporal_entities or self.outbox
+            or self.history or self.history_replaced or self.temporal_entities or self.outbox or self.records
         )
 
 
@@ -86,6 +89,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     call: Callable[[sqlite3.Connection], Any] | None = None
+    records: Sequence[RecordKey] = ()
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         def settle_on_loop() -> None:
@@ -127,8 +131,10 @@ class Writer:
         self._thread.start()
         self._checkpointer.start()
 
-    async def submit(self, tenant: str, entity_ids: list[str], work: UnitOfWork[Any]) -> tuple[Any, list[Change]]:
-        return await self._submit(_Job(entity_ids, work, tenant, *self._loop_future()))
+    async def submit(
+        self, tenant: str, entity_ids: list[str], work: UnitOfWork[Any], records: Sequence[RecordKey] = ()
+    ) -> tuple[Any, list[Change]]:
+        return await self._submit(_Job(entity_ids, work, tenant, *self._loop_future(), records=records))
 
     async def call(self, tenant: str, call: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``call`` with the writer's connection inside a write transaction; if it raises, none of
@@ -246,13 +252,16 @@ class Writer:
                 assert job.work is not None
                 try:
                     current = self.get_many(job.entity_ids)
-                    writes = WriteSet(job.tenant)
+                    writes = WriteSet(job.tenant, records=self.get_records(job.records))
                     result = job.work(current, writes)
                     owed = [row for hook in self.hooks for row in hook(job.tenant, writes.changes, self)]
+                    # serialized here, so that a document JSON cannot hold fails its unit only
+                    records = {k: orjson.dumps(doc).decode() if doc is not None else None for k, doc in writes.final_records().items()}
                 except BaseException as error:  # the unit refused (NgsiError) or failed: nothing of it was applied
                     job.settle(error=error)
                     continue
                 self.apply(writes.changes)
+                self._put_records(records)
                 self._writes().outbox.extend(owed)
                 done.append((job, result, writes.changes))
             self.flush()
@@ -297,6 +306,10 @@ class Writer:
                 found[entity_id] = orjson.loads(doc)
         return found
 
+    def get_records(self, keys: Sequence[RecordKey]) -> dict[RecordKey, dict[str, Any] | None]:
+        self.flush()
+        return record_sql.load(self.connection, keys)
+
     def _rid_of(self, entity_id: str) -> int | None:
         writes = self._writes()
         if entity_id in writes.new_ids:
@@ -313,7 +326,7 @@ class Writer:
             next_rid = c.execute("SELECT coalesce(max(rid), 0) + 1 FROM entities").fetchone()[0]
             next_gid = c.execute("SELECT coalesce(max(gid), 0) + 1 FROM geo_shapes").fetchone()[0]
             next_tid = c.execute("SELECT coalesce(max(tid), 0) + 1 FROM temporal_entities").fetchone()[0]
-            self.pending = PendingWrites(next_rid, next_gid, next_tid)
+            self.pending = PendingWrites(next_rid, next_gid, next_tid, record_sql.current_version(c))
         return self.pending
 
     def apply(self, changes: list[Change]) -> None:
@@ -327,6 +340,15 @@ class Writer:
             else:
                 self._replace(change.after, change.before)
             self._record_history(change)
+
+    def _put_records(self, docs: dict[RecordKey, str | None]) -> None:
+        """Buffer records' new documents (JSON; None: deleted), each with the next record version."""
+        if not docs:
+            return
+        writes = self._writes()
+        for (kind, key), doc in docs.items():
+            writes.record_version += 1
+            writes.records[(kind, key)] = (kind, key, doc, writes.record_version)
 
     # -- history -----------------------------------------------------------------------------------
     def _resolve_tids(self, entity_ids: list[str]) -> None:
@@ -462,6 +484,8 @@ class Writer:
             )
         if writes.outbox:
             c.executemany("INSERT INTO outbox (subscription, body) VALUES (?, ?)", writes.outbox)
+        if writes.records:
+            record_sql.write(c, writes.records.values(), writes.record_version)
         if writes.history_replaced:
             c.executemany("DELETE FROM history WHERE tid = ? AND attr_id = ? AND observed = ? AND dataset IS ?", writes.history_replaced)
         if writes.history:
@@ -493,4 +517,4 @@ class Writer:
                 c.executemany(
                     "INSERT INTO geo_rtree (gid, min_lon, max_lon, min_lat, max_lat) VALUES (?, ?, ?, ?, ?)", [g[1] for g in shapes]
                 )
-        self.pending = PendingWrites(writes.next_rid, writes.next_gid, writes.next_tid)
+        self.pending = PendingWrites(writes.next_rid, writes.next_gid, writes.next_tid, writes.record_version)

@@ -1,0 +1,168 @@
+"""The IoT gateway over a real Mosquitto broker: topics and formats, acknowledgement after
+storage, a broker restart in the middle of a stream, the gateway down while devices publish."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from starlette.testclient import TestClient
+
+from cityops.api.app import CityOps, create_app
+from cityops.ingest.intake import Message, Outcome
+from cityops.settings import Settings
+from mosquitto import Mosquitto
+
+SERVICE = {"fiware-service": "anyang", "fiware-servicepath": "/"}
+TENANT = {"NGSILD-Tenant": "anyang"}
+GROUP = {
+    "apikey": "k1",
+    "resource": "/iot/d",
+    "entity_type": "Sensor",
+    "autoprovision": True,
+    "attributes": [{"object_id": "t", "name": "temperature", "type": "Number"}, {"object_id": "s", "name": "seq", "type": "Integer"}],
+}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path)
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+def with_broker(settings: Settings, broker: Mosquitto) -> Settings:
+    return Settings(**{**settings.__dict__, "mqtt_url": broker.url, "mqtt_client_id": f"gw-{uuid.uuid4().hex[:8]}"})
+
+
+class Device:
+    """A device publishing with paho (MQTT 3.1.1, persistent session: it sends again what the broker did not acknowledge)."""
+
+    def __init__(self, broker: Mosquitto):
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{uuid.uuid4().hex[:8]}", clean_session=False)
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect(host="127.0.0.1", port=broker.port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def wait_for(check: Any, timeout: float = 60.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def provision(client: TestClient) -> None:
+    assert client.post("/iot/services", json={"services": [GROUP]}, headers=SERVICE).status_code == 201
+
+
+def seq_values(client: TestClient, device: str) -> list[int]:
+    response = client.get(
+        f"/ngsi-ld/v1/temporal/entities/urn:ngsi-ld:Sensor:{device}", params={"attrs": "seq", "lastN": 100000}, headers=TENANT
+    )
+    if response.status_code == 404:
+        return []
+    return [i["value"] for i in response.json().get("seq", [])]
+
+
+def connected(client: TestClient) -> bool:
+    return "cityops_mqtt_connected 1.0" in client.get("/metrics").text
+
+
+@pytest.mark.service
+def test_measures_over_mqtt_in_every_topic_form(settings: Settings, broker: Mosquitto) -> None:
+    with TestClient(create_app(with_broker(settings, broker)), raise_server_exceptions=False) as client:
+        provision(client)
+        wait_for(lambda: connected(client), what="the gateway to connect")
+        device = Device(broker)
+        device.publish("/k1/d1/attrs", "t|20|s|1")
+        device.publish("/ul/k1/d2/attrs", "t|21|s|1", qos=0)
+        device.publish("/json/k1/d3/attrs", '{"t": 22, "s": 1}')
+        device.publish("/k1/d4/attrs/t", "23")
+        device.publish("/k1/d5/nonsense", "t|1")  # not subscribed: never seen
+        device.publish("/ul/k1/d6/attrs", "t|1|s")  # malformed: a dead letter
+
+        def value(device_id: str) -> Any:
+            response = client.get(f"/ngsi-ld/v1/entities/urn:ngsi-ld:Sensor:{device_id}", headers=TENANT)
+            return response.json().get("temperature", {}).get("value") if response.status_code == 200 else None
+
+        wait_for(lambda: [value(d) for d in ("d1", "d2", "d3", "d4")] == [20, 21, 22, 23], what="the four readings")
+        wait_for(lambda: client.get("/iot/deadletters", headers=SERVICE).json()["count"] == 1, what="the dead letter")
+        letter = client.get("/iot/deadletters", headers=SERVICE).json()["deadLetters"][0]
+        assert letter["topic"] == "/ul/k1/d6/attrs" and letter["reason"] == "malformed"
+        device.close()
+
+
+@pytest.mark.service
+def test_broker_restart_in_the_middle_of_a_stream_loses_no_qos1_message(settings: Settings, broker: Mosquitto) -> None:
+    total = 1500
+    with TestClient(create_app(with_broker(settings, broker)), raise_server_exceptions=False) as client:
+        provision(client)
+        wait_for(lambda: connected(client), what="the gateway to connect")
+        device = Device(broker)
+        for seq in range(total):
+            device.publish(f"/k1/dev-{seq % 5}/attrs", f"t|{seq % 30}|s|{seq}")
+            if seq == total // 2:
+                broker.restart()
+            if seq % 100 == 0:
+                time.sleep(0.02)
+        wait_for(lambda: sum(len(seq_values(client, f"dev-{d}")) for d in range(5)) >= total, timeout=120, what="every reading")
+        stored = sorted(v for d in range(5) for v in seq_values(client, f"dev-{d}"))
+        assert stored == list(range(total))  # every one, once
+        assert connected(client)
+        device.close()
+
+
+@pytest.mark.service
+def test_messages_sent_while_the_gateway_is_down_are_stored_when_it_returns(settings: Settings, broker: Mosquitto) -> None:
+    settings = with_broker(settings, broker)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        provision(client)
+        wait_for(lambda: connected(client), what="the gateway to connect")
+    device = Device(broker)
+    for seq in range(200):
+        device.publish("/k1/dev-0/attrs", f"t|1|s|{seq}")
+    time.sleep(0.5)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        wait_for(lambda: len(seq_values(client, "dev-0")) >= 200, what="the readings kept by the broker")
+        assert sorted(seq_values(client, "dev-0")) == list(range(200))
+    device.close()
+
+
+def test_a_redelivered_message_is_not_stored_twice(settings: Settings) -> None:
+    async def scenario() -> list[Outcome]:
+        cityops = CityOps(settings)
+        await cityops.start()
+        try:
+            await cityops.provisioner.create_groups("anyang", "/", {"services": [GROUP]})
+
+            def message(payload: bytes, redelivered: bool) -> Message:
+                return Message("mqtt", "k1", "d1", payload, time.time(), "ul", topic="/ul/k1/d1/attrs", receipt="gw|7", redelivered=redelivered)
+
+            outcomes = []
+            for payload, redelivered in ((b"t|1|s|1", False), (b"t|1|s|1", True), (b"t|1|s|2", True)):
+                outcome, _ = await cityops.gateway.submit(message(payload, redelivered))
+                outcomes.append(outcome)
+            return outcomes
+        finally:
+            await cityops.stop()
+
+    # the same packet id again with the same message is the broker's redelivery; with another message it is new
+    assert asyncio.run(scenario()) == [Outcome.STORED, Outcome.DUPLICATE, Outcome.STORED]
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert sorted(seq_values(client, "d1")) == [1, 2]
