@@ -53,7 +53,7 @@ def test_refused_payloads_say_why(payload, message):
 
 
 def test_non_utf8_bytes_are_named_as_such():
-    with pytest.raises(PayloadError, match="payload is not UTF-8: byte 0xff at offset 6"):
+    with pytest.raises(PayloadError, match="payload is not UTF-8: byte 0xff at offset 7"):
         parse_measures(b'{"a": "\xff"}')
 
 

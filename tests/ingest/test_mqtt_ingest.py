@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from cityops.api.app import CityOps, create_app
 from cityops.ingest.intake import Message, Outcome
+from cityops.ingest.mqtt_client import MqttConnection, MqttError
 from cityops.settings import Settings
 from mosquitto import Mosquitto
 
@@ -44,20 +45,55 @@ def with_broker(settings: Settings, broker: Mosquitto) -> Settings:
 
 
 class Device:
-    """A device publishing with paho (MQTT 3.1.1, persistent session: it sends again what the broker did not acknowledge)."""
+    """A device publishing with paho while the broker stays up."""
 
     def __init__(self, broker: Mosquitto):
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{uuid.uuid4().hex[:8]}", clean_session=False)
-        self.client.reconnect_delay_set(0.2, 1)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{uuid.uuid4().hex[:8]}")
         self.client.connect(host="127.0.0.1", port=broker.port)
         self.client.loop_start()
 
     def publish(self, topic: str, payload: str | bytes, qos: int = 1) -> None:
-        self.client.publish(topic, payload, qos=qos)
+        self.client.publish(topic, payload, qos=qos).wait_for_publish(10)
 
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+async def publish_carefully(broker: Mosquitto, messages: list[tuple[str, str]], restart_at: int | None = None) -> None:
+    """Publish at QoS 1 as a careful device does: each message until the broker acknowledges it,
+    reconnecting when the broker goes away (and restarting the broker once, at ``restart_at``)."""
+    connection: MqttConnection | None = None
+    reader: asyncio.Task[None] | None = None
+
+    async def read(c: MqttConnection) -> None:
+        while True:
+            await c.receive()
+
+    for index, (topic, payload) in enumerate(messages):
+        if index == restart_at:
+            await asyncio.to_thread(broker.restart)
+        while True:
+            try:
+                if connection is None:
+                    connection = await MqttConnection.open(
+                        "127.0.0.1", broker.port, "careful-device", tls=None, keepalive=30, session_expiry=0,
+                        receive_maximum=100, username=None, password=None,
+                    )  # fmt: skip
+                    reader = asyncio.create_task(read(connection))
+                await connection.publish(topic, payload.encode(), 1, timeout=5)
+                break
+            except (MqttError, OSError, TimeoutError):
+                if reader is not None:
+                    reader.cancel()
+                if connection is not None:
+                    await connection.close()
+                connection = None
+                await asyncio.sleep(0.2)
+    if reader is not None:
+        reader.cancel()
+    if connection is not None:
+        await connection.close()
 
 
 def wait_for(check: Any, timeout: float = 60.0, what: str = "the condition") -> None:
@@ -65,6 +101,10 @@ def wait_for(check: Any, timeout: float = 60.0, what: str = "the condition") -> 
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def observed(seq: int) -> str:
+    return f"2026-12-07T10:{seq // 60000:02d}:{seq // 1000 % 60:02d}.{seq % 1000:03d}Z"
 
 
 def provision(client: TestClient) -> None:
@@ -114,18 +154,13 @@ def test_broker_restart_in_the_middle_of_a_stream_loses_no_qos1_message(settings
     with TestClient(create_app(with_broker(settings, broker)), raise_server_exceptions=False) as client:
         provision(client)
         wait_for(lambda: connected(client), what="the gateway to connect")
-        device = Device(broker)
-        for seq in range(total):
-            device.publish(f"/k1/dev-{seq % 5}/attrs", f"t|{seq % 30}|s|{seq}")
-            if seq == total // 2:
-                broker.restart()
-            if seq % 100 == 0:
-                time.sleep(0.02)
+        # timestamped readings: a device sending one again after the restart cannot double it
+        messages = [(f"/k1/dev-{seq % 5}/attrs", f"{observed(seq)}|t|{seq % 30}|s|{seq}") for seq in range(total)]
+        asyncio.run(publish_carefully(broker, messages, restart_at=total // 2))
         wait_for(lambda: sum(len(seq_values(client, f"dev-{d}")) for d in range(5)) >= total, timeout=120, what="every reading")
         stored = sorted(v for d in range(5) for v in seq_values(client, f"dev-{d}"))
         assert stored == list(range(total))  # every one, once
         assert connected(client)
-        device.close()
 
 
 @pytest.mark.service

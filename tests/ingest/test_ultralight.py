@@ -70,7 +70,7 @@ def test_allowed_name_characters(name):
         ("2016-06-13T00:35:30Z", "group 1: timestamp '2016-06-13T00:35:30Z' has no measures after it"),
         ("t|1|b c|2", "group 1: measure name 'b c' has the character ' ' (allowed: letters, digits and _ - . :)"),
         ("t|1#té|2", "group 2: measure name 'té' has the character 'é'"),
-        ("t|1|a/b|2", "measure name 'a/b' has the character '/'"),
+        ("t|1|a/b|2", "group 1: measure name 'a/b' has the character '/'"),
         ("TimeInstant|yesterday|t|1", "group 1: TimeInstant: timestamp 'yesterday' is not an ISO 8601 date-time"),
     ],
 )
@@ -114,7 +114,9 @@ values = st.text(max_size=20).filter(lambda v: "|" not in v and "#" not in v and
 timestamps = st.datetimes().map(lambda d: d.isoformat() + "Z")
 
 
-@given(st.lists(st.tuples(st.dictionaries(names, values, min_size=1, max_size=6), st.none() | timestamps), min_size=1, max_size=4))
+@given(
+    st.lists(st.tuples(st.dictionaries(names, values, min_size=1, max_size=6), st.none() | timestamps), min_size=1, max_size=4)
+)
 def test_format_then_parse_gives_the_values_back(groups):
     payload = "#".join(format_measures(measures, stamp) for measures, stamp in groups)
     assert parse_measures(payload.encode()) == [MeasureGroup(measures, stamp) for measures, stamp in groups]
@@ -165,8 +167,15 @@ def test_encode_command(params, expected):
 
 @pytest.mark.parametrize(
     ("device_id", "command", "params"),
-    [("a@b", "ping", None), ("dev", "pi|ng", None), ("", "ping", None), ("dev", "", None), ("dev", "ping", {"a=b": 1}),
-     ("dev", "ping", {"a": "1|2"}), ("dev", "ping", "x#y")],
+    [
+        ("a@b", "ping", None),
+        ("dev", "pi|ng", None),
+        ("", "ping", None),
+        ("dev", "", None),
+        ("dev", "ping", {"a=b": 1}),
+        ("dev", "ping", {"a": "1|2"}),
+        ("dev", "ping", "x#y"),
+    ],
 )
 def test_encode_command_refuses_what_ul_cannot_carry(device_id, command, params):
     with pytest.raises(PayloadError):
@@ -232,9 +241,22 @@ def test_parse_timestamp_refuses_with_a_reason(text, message):
 @pytest.mark.parametrize(
     ("value", "text"),
     [
-        (15.0, "15"), (-0.0, "0"), (0.1, "0.1"), (1e21, "1e+21"), (1e20, "100000000000000000000"), (1.5e-7, "1.5e-7"),
-        (0.000001, "0.000001"), (123.456, "123.456"), (-2.5e30, "-2.5e+30"), (float("nan"), "NaN"), (float("inf"), "Infinity"),
-        (10**22, "1e+22"), (None, "null"), (False, "false"), ([1, None, [2, "a"]], "1,,2,a"), ({"a": 1}, "[object Object]"),
+        (15.0, "15"),
+        (-0.0, "0"),
+        (0.1, "0.1"),
+        (1e21, "1e+21"),
+        (1e20, "100000000000000000000"),
+        (1.5e-7, "1.5e-7"),
+        (0.000001, "0.000001"),
+        (123.456, "123.456"),
+        (-2.5e30, "-2.5e+30"),
+        (float("nan"), "NaN"),
+        (float("inf"), "Infinity"),
+        (10**22, "1e+22"),
+        (None, "null"),
+        (False, "false"),
+        ([1, None, [2, "a"]], "1,,2,a"),
+        ({"a": 1}, "[object Object]"),
     ],
 )
 def test_js_string(value, text):

@@ -88,28 +88,28 @@ class CityOps:
             await self.notifier.start()
             await self.retention.start()
             await self.liveness.start()
-            self._start_mqtt()
+            await self._start_mqtt()
             await self.leader.wait_lost()
-            self._stop_mqtt()  # another process leads now; two must not share the gateway's MQTT session
+            await self._stop_mqtt()  # another process leads now; two must not share the gateway's MQTT session
             await self.notifier.stop()  # two must not deliver
             await self.retention.stop()
             await self.liveness.stop()
 
-    def _start_mqtt(self) -> None:
+    async def _start_mqtt(self) -> None:
         if not self.settings.mqtt_url or self.gateway.intake is None:
             return
         self.mqtt = MqttIntake(
             self.settings.mqtt_url, self.settings.mqtt_client_id, self.gateway.intake, self.metrics, ca_file=self.settings.mqtt_ca_file
         )
-        self.mqtt.start()
+        await self.mqtt.start()
 
-    def _stop_mqtt(self) -> None:
+    async def _stop_mqtt(self) -> None:
         if self.mqtt is not None:
-            self.mqtt.stop()
+            await self.mqtt.stop()
             self.mqtt = None
 
     async def stop(self) -> None:
-        self._stop_mqtt()
+        await self._stop_mqtt()
         await self.gateway.stop()
         await self.bus.stop()
         if self._duties is not None:

@@ -30,7 +30,11 @@ def is_datetime(text: object) -> bool:
     return True
 
 
-def iso_from_epoch(seconds: float) -> str:
-    """An epoch time as NGSI-LD writes DateTimes (UTC, 'Z'; milliseconds unless they are zero)."""
-    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+def iso_from_epoch(seconds: float, *, microseconds: bool = False) -> str:
+    """An epoch time as NGSI-LD writes DateTimes (UTC, 'Z'; milliseconds unless they are zero, or
+    always microseconds when asked: times that must not collide, such as receipt times)."""
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if microseconds:
+        return text + "Z"
+    text = text[:-3]
     return (text[:-4] if text.endswith(".000") else text) + "Z"

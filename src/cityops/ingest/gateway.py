@@ -98,7 +98,7 @@ class Gateway:
         self._dead_since_trim: dict[str, int] = {}
 
     async def start(self, capacity: int) -> None:
-        self.intake = Intake(capacity, asyncio.get_running_loop())
+        self.intake = Intake(capacity)
         self._state_iri = self.mapper.terms.expand(DEVICE_STATE)
         self._task = asyncio.create_task(self._run(), name="ingest")
 
@@ -157,7 +157,11 @@ class Gateway:
                 continue
             profile = self.registry.profile(provisioned)
             try:
-                readings = [self.mapper.instances(profile, group, iso_from_epoch(message.received)) for group in self._decode(message, profile)]
+                # groups without a timestamp take the receipt time, a microsecond apart in the order sent
+                readings = [
+                    self.mapper.instances(profile, group, iso_from_epoch(message.received + index * 1e-6, microseconds=True))
+                    for index, group in enumerate(self._decode(message, profile))
+                ]
             except PayloadError as exc:
                 self._refuse(tenants, provisioned.tenant, message, "malformed", str(exc))
                 continue
@@ -288,7 +292,7 @@ class Gateway:
         def work(current: Mapping[str, Entity | None], writes: WriteSet) -> set[int]:
             now = now_iso()
             duplicates: set[int] = set()
-            attrs_of: dict[str, dict[str, list[Instance]]] = {}
+            attrs_of: dict[str, dict[str, dict[str, Instance]]] = {}
             profile_of: dict[str, DeviceProfile] = {}
             seen: dict[str, float] = {}
             for accepted in part.accepted:
@@ -304,10 +308,12 @@ class Gateway:
                 attrs = attrs_of.setdefault(entity_id, {})
                 for reading in accepted.readings:
                     for iri, instance in reading.items():
-                        attrs.setdefault(iri, []).append(dict(instance, createdAt=now, modifiedAt=now))
+                        # keyed by time: a reading sent twice (a device resending) is recorded once
+                        attrs.setdefault(iri, {})[instance["observedAt"]] = dict(instance, createdAt=now, modifiedAt=now)
                 device_id = accepted.profile.device.device_id
                 seen[device_id] = max(seen.get(device_id, 0.0), message.received)
-            for entity_id, attrs in attrs_of.items():
+            for entity_id, by_time in attrs_of.items():
+                attrs = {iri: list(instances.values()) for iri, instances in by_time.items()}
                 profile = profile_of[entity_id]
                 previous = current.get(entity_id)
                 base = previous if previous is not None else self.provisioner.new_entity(profile, now)

@@ -1,15 +1,14 @@
 """Messages from devices as the gateway receives them, and the bounded buffer they wait in.
 
 The buffer holds at most ``capacity`` messages from receipt until their reading is committed.
-When it is full, the MQTT network thread blocks (so the gateway stops reading from the broker,
-which keeps QoS 1 messages for it) and HTTP ingest waits: intake slows, memory stays bounded,
-nothing is dropped.
+When it is full, the MQTT intake stops reading from the broker (which keeps QoS 1 messages for
+the gateway's session) and HTTP ingest waits: intake slows, memory stays bounded, nothing is
+dropped. Everything here runs on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ class Outcome(Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     DEAD_LETTER = "dead_letter"
-    FAILED = "failed"  # not stored and not kept (HTTP only: the client is told and may retry)
+    FAILED = "failed"  # neither stored nor kept: an HTTP client is told; an MQTT message is sent again by the broker
 
 
 @dataclass(slots=True)
@@ -41,61 +40,38 @@ class Message:
 
 
 class Intake:
-    def __init__(self, capacity: int, loop: asyncio.AbstractEventLoop):
+    def __init__(self, capacity: int):
         self.capacity = capacity
-        self._loop = loop
         self._items: deque[Message] = deque()
-        self._lock = threading.Lock()
-        self._space = threading.Semaphore(capacity)
         self._ready = asyncio.Event()
-        self._signalled = False
+        self._room = asyncio.Event()
+        self._room.set()
         self.held = 0  # messages taken in and not yet released
 
-    def put_blocking(self, message: Message, stop: threading.Event | None = None) -> bool:
-        """From a network thread: wait for room (False if ``stop`` is set while waiting), then queue."""
-        while not self._space.acquire(timeout=0.5):
-            if stop is not None and stop.is_set():
-                return False
-        with self._lock:
-            self._items.append(message)
-            self.held += 1
-            wake = not self._signalled
-            self._signalled = True
-        if wake:
-            self._loop.call_soon_threadsafe(self._ready.set)
-        return True
+    async def put_many(self, messages: list[Message]) -> None:
+        """Queue messages once there is room for them (an empty buffer takes any number)."""
+        while self.held and self.held + len(messages) > self.capacity:
+            self._room.clear()
+            await self._room.wait()
+        self._items.extend(messages)
+        self.held += len(messages)
+        self._ready.set()
 
     async def put(self, message: Message) -> None:
-        """From the event loop: wait (without blocking the loop) for room, then queue."""
-        while not self._space.acquire(blocking=False):
-            await asyncio.sleep(0.005)
-        with self._lock:
-            self._items.append(message)
-            self.held += 1
-            self._signalled = True
-        self._ready.set()
+        await self.put_many([message])
 
     async def take(self, most: int) -> list[Message]:
         """The waiting messages, oldest first, at most ``most``; waits for at least one."""
-        while True:
-            with self._lock:
-                if self._items:
-                    count = min(most, len(self._items))
-                    taken = [self._items.popleft() for _ in range(count)]
-                    if not self._items:
-                        self._signalled = False
-                        self._ready.clear()
-                    return taken
-                self._signalled = False
-                self._ready.clear()
+        while not self._items:
+            self._ready.clear()
             await self._ready.wait()
+        items = self._items
+        return [items.popleft() for _ in range(min(most, len(items)))]
 
     def release(self, count: int) -> None:
         """``count`` taken messages are settled: their room is free again."""
-        with self._lock:
-            self.held -= count
-        if count:
-            self._space.release(count)
+        self.held -= count
+        self._room.set()
 
     def __len__(self) -> int:
         return self.held

@@ -42,9 +42,9 @@ async def lock(conn: asyncpg.Connection, t: int, keys: Sequence[RecordKey]) -> t
 
 async def write(
     conn: asyncpg.Connection, t: int, docs: Mapping[RecordKey, Any], named: Mapping[RecordKey, Any], present: set[RecordKey]
-) -> None:
+) -> int:
     """Write a unit's records (``docs``: None for a deletion), given the records it ``named`` and
-    which of them had a row when locked (``present``)."""
+    which of them had a row when locked (``present``); how many rows it added."""
     unnamed = [k for k in docs if k not in named]
     if unnamed:
         present = present | (await lock(conn, t, unnamed))[1]
@@ -64,6 +64,7 @@ async def write(
         conn, "records", RECORD_COLUMNS, replaced,
         on_conflict="(t, kind, key) DO UPDATE SET doc = excluded.doc, version = excluded.version, written_at = now()",
     )  # fmt: skip
+    return sum(k not in present for k in docs)
 
 
 async def current_version(conn: asyncpg.Connection, t: int) -> int:

@@ -37,7 +37,7 @@ from .value_index import STRING, ValueRows, as_float, value_rows
 log = logging.getLogger("cityops.store")
 
 ATTEMPTS = 8
-ANALYZE_FIRST, ANALYZE_MOST = 500, 50_000  # entities created in this process between refreshes of the tables' statistics
+ANALYZE_FIRST, ANALYZE_MOST = 500, 50_000  # rows created in this process between refreshes of the tables' statistics
 _RETRIED = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 HISTORY_COLUMNS = {
     "tid": "bigint", "attr_id": "int", "observed": "float8", "created": "float8", "modified": "float8", "deleted": "float8",
@@ -87,6 +87,8 @@ class Writer:
         self._created_since_analyze = 0
         self._created = 0
         self._analyze_after = ANALYZE_FIRST
+        self._records_inserted = 0
+        self._records_analyzed = False
         self._analyzing: asyncio.Task[None] | None = None
 
     async def write(
@@ -135,7 +137,7 @@ class Writer:
         if changes:
             await self._apply(connection, t, changes, initial, rids)
         if docs:  # after the entities: the tenant's record versions stay locked from here to commit
-            await record_sql.write(connection, t, docs, named, present)
+            self._records_inserted += await record_sql.write(connection, t, docs, named, present)
         if owed:
             await subscription_sql.insert_outbox(connection, t, owed)
         return result, changes
@@ -153,17 +155,28 @@ class Writer:
     def _maybe_analyze(self) -> None:
         """After a bulk load, refresh the planner's statistics and the visibility map at once (in
         the background) instead of waiting for autovacuum: queries right after a load need them."""
-        if self._created_since_analyze >= self._analyze_after and (self._analyzing is None or self._analyzing.done()):
+        if self._analyzing is not None and not self._analyzing.done():
+            return
+        tables = []
+        if self._created_since_analyze >= self._analyze_after:
             self._created_since_analyze = 0
             # like autovacuum's rule (a share of the table), from a small start: plans made without
             # statistics are ten times slower on the first thousand entities already
             self._analyze_after = min(ANALYZE_MOST, max(ANALYZE_FIRST, self._created // 4))
-            self._analyzing = asyncio.create_task(self._analyze(), name="postgres-analyze")
+            tables += ["entities", "entity_types", "attr_values", "geo"]
+        if self._records_inserted >= ANALYZE_FIRST and not self._records_analyzed:
+            # once: without statistics the planner finds both indexes of records equally good for
+            # reading records by key, and one of them reads every record of the kind; with any
+            # (autovacuum keeps them from then on) it tells them apart
+            self._records_analyzed = True
+            tables.append("records")
+        if tables:
+            self._analyzing = asyncio.create_task(self._analyze(tables), name="postgres-analyze")
 
-    async def _analyze(self) -> None:
+    async def _analyze(self, tables: list[str]) -> None:
         try:
             async with self.side_pool.acquire() as connection:
-                await connection.execute("VACUUM (ANALYZE) entities, entity_types, attr_values, geo", timeout=600)
+                await connection.execute(f"VACUUM (ANALYZE) {', '.join(tables)}", timeout=600)
         except Exception as error:  # statistics only help; autovacuum will do it later
             log.warning("store: refreshing table statistics after a bulk load failed (%s)", error)
 
