@@ -104,9 +104,14 @@ class IotApi:
         body = provisioned.device.to_json()
         body["service"] = provisioned.tenant
         body["created"] = iso_from_epoch(provisioned.created)
-        seen = await self.provisioner.hub.store.record(provisioned.tenant, SEEN, provisioned.device.device_id)
-        if seen is not None:
+        store = self.provisioner.hub.store
+        seen = await store.record(provisioned.tenant, SEEN, provisioned.device.device_id)
+        if seen is not None:  # devices with an expected interval
             body["lastSeen"] = iso_from_epoch(seen["at"])
+        else:
+            entity = await store.get(provisioned.tenant, provisioned.device.entity_name)
+            if entity is not None and entity["modifiedAt"] != entity["createdAt"]:
+                body["lastSeen"] = entity["modifiedAt"]
         return body
 
     async def list_devices(self, request: Request) -> Response:

@@ -4,8 +4,6 @@ and dataset, the most recent of them when it is newer than what the entity holds
 
 from __future__ import annotations
 
-import copy
-
 from .entity import Entity, Instance, find_instance, stamp_replacing
 from .timestamps import parse_datetime
 
@@ -17,6 +15,8 @@ def _time_of(instance: Instance) -> float | None:
 
 def _newest(instances: list[Instance]) -> dict[str | None, Instance]:
     """Per datasetId, the instance with the latest observedAt (the last one given when none has one)."""
+    if len(instances) == 1:
+        return {instances[0].get("datasetId"): instances[0]}
     newest: dict[str | None, Instance] = {}
     for instance in instances:
         dataset = instance.get("datasetId")
@@ -28,16 +28,18 @@ def _newest(instances: list[Instance]) -> dict[str | None, Instance]:
 
 def provided_state(previous: Entity | None, provided: Entity, now: str) -> Entity:
     """The entity's state once ``provided`` (a temporal representation) has been recorded."""
+    # ``previous`` stays as it was (the store compares the two): only what changes is copied.
     if previous is None:
         state: Entity = {"id": provided["id"], "type": list(provided["type"]), "createdAt": now, "attrs": {}}
     else:
-        state = copy.deepcopy(previous)
+        state = dict(previous, attrs=dict(previous["attrs"]))
         state["type"] = list(dict.fromkeys([*previous["type"], *provided.get("type", [])]))
     if "scope" in provided:
         state["scope"] = provided["scope"]
     state["modifiedAt"] = now
+    attrs = state["attrs"]
     for iri, instances in provided["attrs"].items():
-        current = state["attrs"].setdefault(iri, [])
+        current = attrs[iri] = list(attrs.get(iri, ()))
         for dataset, instance in _newest(instances).items():
             fresh = {k: v for k, v in instance.items() if k != "instanceId"}
             index = find_instance(current, dataset)

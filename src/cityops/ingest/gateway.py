@@ -310,8 +310,9 @@ class Gateway:
                     for iri, instance in reading.items():
                         # keyed by time: a reading sent twice (a device resending) is recorded once
                         attrs.setdefault(iri, {})[instance["observedAt"]] = dict(instance, createdAt=now, modifiedAt=now)
-                device_id = accepted.profile.device.device_id
-                seen[device_id] = max(seen.get(device_id, 0.0), message.received)
+                if accepted.profile.timeout is not None:  # liveness follows these; others' last reading is on their entity
+                    device_id = accepted.profile.device.device_id
+                    seen[device_id] = max(seen.get(device_id, 0.0), message.received)
             for entity_id, by_time in attrs_of.items():
                 attrs = {iri: list(instances.values()) for iri, instances in by_time.items()}
                 profile = profile_of[entity_id]

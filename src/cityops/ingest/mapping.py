@@ -150,6 +150,8 @@ class Mapper:
 
     @staticmethod
     def _merge_location(named: dict[str, tuple[AttributeMapping | None, Any]]) -> None:
+        if named.keys().isdisjoint(LATITUDE_NAMES):
+            return
         lat_name = next((n for n in LATITUDE_NAMES if n in named), None)
         lon_name = next((n for n in LONGITUDE_NAMES if n in named), None)
         if lat_name is None or lon_name is None or "location" in named:

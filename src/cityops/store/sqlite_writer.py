@@ -121,6 +121,7 @@ class Writer:
         self.tids: dict[str, int] = {}  # entity id -> temporal id, for entities known to have history
         self.hooks: list[WriteHook] = []
         self.pending: PendingWrites | None = None
+        self.rids: dict[str, int] = {}  # entity id -> rid of the entities read in the current transaction
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"cityops-writer-{name}", daemon=True)
         self._checkpoints = checkpoint_connection
@@ -235,6 +236,7 @@ class Writer:
         try:
             self.connection.execute("BEGIN IMMEDIATE")
             self.pending = None
+            self.rids = {}
             for job in group:
                 if job.call is not None:
                     self.flush()
@@ -302,8 +304,9 @@ class Writer:
         for start in range(0, len(entity_ids), 500):
             chunk = entity_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for entity_id, doc in self.connection.execute(f"SELECT id, doc FROM entities WHERE id IN ({marks})", chunk):
+            for rid, entity_id, doc in self.connection.execute(f"SELECT rid, id, doc FROM entities WHERE id IN ({marks})", chunk):
                 found[entity_id] = orjson.loads(doc)
+                self.rids[entity_id] = rid
         return found
 
     def get_records(self, keys: Sequence[RecordKey]) -> dict[RecordKey, dict[str, Any] | None]:
@@ -316,6 +319,8 @@ class Writer:
             return writes.new_ids[entity_id]
         if entity_id in writes.deleted_ids:
             return None
+        if entity_id in self.rids:  # read with the entity in this transaction
+            return self.rids[entity_id]
         row = self.connection.execute("SELECT rid FROM entities WHERE id = ?", (entity_id,)).fetchone()
         return row[0] if row else None
 
