@@ -3,8 +3,10 @@ measures in UltraLight and JSON becoming entity attributes and history, dead let
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -252,3 +254,44 @@ def test_a_silent_device_is_marked_offline_when_its_interval_passes(iot: Iot) ->
     assert iot.entity(ENTITY)["deviceState"]["value"] == "online"
     states = [i["value"] for i in iot.history(ENTITY, "deviceState")["deviceState"]]
     assert states == ["online", "offline", "online"]
+
+
+class LockerEndpoint(BaseHTTPRequestHandler):
+    """A parcel locker taking commands over HTTP (IoT agent JSON): it answers with its result."""
+
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (the http.server naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        LockerEndpoint.bodies.append(body)
+        answer = b'{"unlock": "door 3 open"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_command_to_an_http_device_is_posted_to_its_endpoint(iot: Iot) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LockerEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        iot.provision_group(apikey="locker-key", resource="/iot/json", attributes=[])
+        locker = {
+            "device_id": "locker-1", "entity_type": "ParcelLocker", "apikey": "locker-key", "protocol": "IoTA-JSON",
+            "transport": "HTTP", "endpoint": f"http://127.0.0.1:{server.server_port}/cmd", "commands": [{"name": "unlock"}],
+        }  # fmt: skip
+        assert iot.client.post("/iot/devices", json={"devices": [locker]}, headers=SERVICE).status_code == 201
+        response = iot.client.post("/iot/devices/locker-1/commands", json={"command": "unlock", "value": {"door": 3}}, headers=SERVICE)
+        assert response.status_code == 202
+        deadline = time.monotonic() + 30
+        while iot.entity("urn:ngsi-ld:ParcelLocker:locker-1").get("unlock_status", {}).get("value") != "OK":
+            assert time.monotonic() < deadline, "the command never completed"
+            time.sleep(0.1)
+        assert LockerEndpoint.bodies == [b'{"unlock":{"door":3}}']
+        assert iot.entity("urn:ngsi-ld:ParcelLocker:locker-1")["unlock_info"]["value"] == "door 3 open"
+    finally:
+        server.shutdown()
+        LockerEndpoint.bodies.clear()

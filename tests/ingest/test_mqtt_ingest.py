@@ -201,3 +201,34 @@ def test_a_redelivered_message_is_not_stored_twice(settings: Settings) -> None:
     assert asyncio.run(scenario()) == [Outcome.STORED, Outcome.DUPLICATE, Outcome.STORED]
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert sorted(seq_values(client, "d1")) == [1, 2]
+
+
+@pytest.mark.service
+def test_a_command_goes_to_the_device_and_its_result_comes_back(settings: Settings, broker: Mosquitto) -> None:
+    received: list[bytes] = []
+    device = Device(broker)
+    device.client.on_message = lambda client, userdata, message: received.append(message.payload)
+    device.client.subscribe("/k1/light-1/cmd", qos=1)
+    with TestClient(create_app(with_broker(settings, broker)), raise_server_exceptions=False) as client:
+        provision(client)
+        light = {"device_id": "light-1", "entity_type": "Streetlight", "apikey": "k1", "commands": [{"name": "dim"}]}
+        assert client.post("/iot/devices", json={"devices": [light]}, headers=SERVICE).status_code == 201
+        wait_for(lambda: connected(client), what="the gateway to connect")
+
+        def status() -> tuple[Any, Any]:
+            entity = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:light-1", headers=TENANT).json()
+            return entity.get("dim_status", {}).get("value"), entity.get("dim_info", {}).get("value")
+
+        unknown = client.post("/iot/devices/light-1/commands", json={"command": "explode"}, headers=SERVICE)
+        assert unknown.status_code == 400 and "no command 'explode'" in unknown.json()["detail"]
+        assert client.post("/iot/devices/nobody/commands", json={"command": "dim"}, headers=SERVICE).status_code == 404
+        assert client.post("/iot/devices/light-1/commands", json={"command": "dim", "value": 50}, headers=SERVICE).status_code == 202
+        wait_for(lambda: received == [b"light-1@dim|50"], what="the command at the device")
+        wait_for(lambda: status() == ("DELIVERED", None), what="the DELIVERED status")
+        device.publish("/k1/light-1/cmdexe", "light-1@dim|dimmed to 50")
+        wait_for(lambda: status() == ("OK", "dimmed to 50"), what="the device's result")
+        history = client.get(
+            "/ngsi-ld/v1/temporal/entities/urn:ngsi-ld:Streetlight:light-1", params={"attrs": "dim_status"}, headers=TENANT
+        ).json()
+        assert [i["value"] for i in history["dim_status"]] == ["PENDING", "DELIVERED", "OK"]
+    device.close()

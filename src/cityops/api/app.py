@@ -19,6 +19,7 @@ from ..hub.context import ContextResolver, make_http_fetcher
 from ..hub.errors import InternalError, MethodNotAllowed, NgsiError, ResourceNotFound
 from ..hub.hub import Hub
 from ..hub.retention import HistoryRetention, RetentionPolicy
+from ..ingest.commands import Commands
 from ..ingest.gateway import Gateway
 from ..ingest.liveness import Liveness
 from ..ingest.mapping import Mapper
@@ -70,6 +71,7 @@ class CityOps:
             batch_size=settings.ingest_batch, max_payload=settings.ingest_max_payload, dead_letters_kept=settings.dead_letters_kept,
         )  # fmt: skip
         self.liveness = Liveness(self.hub, self.devices, self.metrics, self.mapper)
+        self.commands = Commands(self.hub, self.devices, self.mapper, self.metrics)
         self.mqtt: MqttIntake | None = None
 
     async def start(self) -> None:
@@ -89,18 +91,22 @@ class CityOps:
             await self.retention.start()
             await self.liveness.start()
             await self._start_mqtt()
+            await self.commands.start()
             await self.leader.wait_lost()
             await self._stop_mqtt()  # another process leads now; two must not share the gateway's MQTT session
             await self.notifier.stop()  # two must not deliver
             await self.retention.stop()
             await self.liveness.stop()
+            await self.commands.stop()
 
     async def _start_mqtt(self) -> None:
         if not self.settings.mqtt_url or self.gateway.intake is None:
             return
         self.mqtt = MqttIntake(
-            self.settings.mqtt_url, self.settings.mqtt_client_id, self.gateway.intake, self.metrics, ca_file=self.settings.mqtt_ca_file
-        )
+            self.settings.mqtt_url, self.settings.mqtt_client_id, self.gateway.intake, self.metrics,
+            ca_file=self.settings.mqtt_ca_file, on_command_result=self.commands.on_result,
+        )  # fmt: skip
+        self.commands.publish = self.mqtt.publish
         await self.mqtt.start()
 
     async def _stop_mqtt(self) -> None:
@@ -117,6 +123,7 @@ class CityOps:
         await self.notifier.stop()
         await self.retention.stop()
         await self.liveness.stop()
+        await self.commands.close()
         await self.devices.stop()
         await self.leader.release()
         await self.store.close()
@@ -159,7 +166,7 @@ def create_app(settings: Settings | None = None, cityops: CityOps | None = None)
     temporal = TemporalApi(api)
     subscriptions = SubscriptionApi(api, cityops.subscriptions)
 
-    iot = IotApi(cityops.gateway, cityops.provisioner, settings.max_body_bytes)
+    iot = IotApi(cityops.gateway, cityops.provisioner, cityops.commands, settings.max_body_bytes)
 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok"})

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from ..hub.errors import BadRequestData, InvalidRequest, ResourceNotFound, ServiceUnavailable
 from ..hub.timestamps import iso_from_epoch
+from ..ingest.commands import Commands
 from ..ingest.gateway import Gateway
 from ..ingest.intake import Message, Outcome
 from ..ingest.provisioner import Provisioner
@@ -49,9 +50,10 @@ def _required(request: Request, name: str) -> str:
 
 
 class IotApi:
-    def __init__(self, gateway: Gateway, provisioner: Provisioner, max_body: int):
+    def __init__(self, gateway: Gateway, provisioner: Provisioner, commands: Commands, max_body: int):
         self.gateway = gateway
         self.provisioner = provisioner
+        self.commands = commands
         self.max_body = max_body
 
     def routes(self) -> list[Route]:
@@ -65,6 +67,7 @@ class IotApi:
             Route("/iot/devices/{device_id}", self.get_device, methods=["GET"]),
             Route("/iot/devices/{device_id}", self.update_device, methods=["PUT"]),
             Route("/iot/devices/{device_id}", self.delete_device, methods=["DELETE"]),
+            Route("/iot/devices/{device_id}/commands", self.send_command, methods=["POST"]),
             Route("/iot/d", self.measures_ul, methods=["POST", "GET"]),
             Route("/iot/json", self.measures_json, methods=["POST"]),
             Route("/iot/deadletters", self.dead_letters, methods=["GET"]),
@@ -133,6 +136,15 @@ class IotApi:
         tenant, _ = _scope(request)
         await self.provisioner.delete_device(tenant, request.path_params["device_id"])
         return Response(status_code=204)
+
+    async def send_command(self, request: Request) -> Response:
+        """Body ``{"command": "dim", "value": 50}``: owed to the device at once, delivered in the background."""
+        tenant, _ = _scope(request)
+        body = await self._body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("command"), str):
+            raise BadRequestData("the body must be an object with 'command' (a name) and optionally 'value'")
+        await self.commands.request(tenant, request.path_params["device_id"], body["command"], body.get("value"))
+        return Response(status_code=202)
 
     # -- measures ----------------------------------------------------------------------------
     async def measures_ul(self, request: Request) -> Response:
