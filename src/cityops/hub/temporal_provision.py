@@ -41,7 +41,8 @@ def provided_state(previous: Entity | None, provided: Entity, now: str) -> Entit
     for iri, instances in provided["attrs"].items():
         current = attrs[iri] = list(attrs.get(iri, ()))
         for dataset, instance in _newest(instances).items():
-            fresh = {k: v for k, v in instance.items() if k != "instanceId"}
+            fresh = dict(instance)
+            fresh.pop("instanceId", None)
             index = find_instance(current, dataset)
             if index is None:
                 current.append(stamp_replacing(fresh, None, now))
