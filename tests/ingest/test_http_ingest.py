@@ -295,3 +295,15 @@ def test_a_command_to_an_http_device_is_posted_to_its_endpoint(iot: Iot) -> None
     finally:
         server.shutdown()
         LockerEndpoint.bodies.clear()
+
+
+def test_readings_without_timestamps_never_share_an_observed_time(iot: Iot) -> None:
+    iot.provision_group()
+    iot.provision("air-001")
+    for request in range(40):  # ten groups a request, quickly one after another: 400 readings
+        payload = "#".join(f"t|{request * 10 + group}" for group in range(10))
+        assert iot.ul("air-001", payload).status_code == 200
+    history = iot.history(ENTITY, "temperature")["temperature"]
+    assert sorted(i["value"] for i in history) == list(range(400))
+    assert len({i["observedAt"] for i in history}) == 400
+    assert iot.entity(ENTITY)["temperature"]["value"] == 399  # the last one sent is the current value

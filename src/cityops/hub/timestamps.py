@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def now_iso() -> str:
@@ -30,11 +32,13 @@ def is_datetime(text: object) -> bool:
     return True
 
 
-def iso_from_epoch(seconds: float, *, microseconds: bool = False) -> str:
-    """An epoch time as NGSI-LD writes DateTimes (UTC, 'Z'; milliseconds unless they are zero, or
-    always microseconds when asked: times that must not collide, such as receipt times)."""
-    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    if microseconds:
-        return text + "Z"
-    text = text[:-3]
+def iso_from_microseconds(microseconds: int) -> str:
+    """An epoch time in whole microseconds, written to the microsecond: for times that must not
+    collide (receipt times a microsecond apart; a float cannot hold that near today's epoch)."""
+    return (EPOCH + timedelta(microseconds=microseconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_from_epoch(seconds: float) -> str:
+    """An epoch time as NGSI-LD writes DateTimes (UTC, 'Z'; milliseconds unless they are zero)."""
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
     return (text[:-4] if text.endswith(".000") else text) + "Z"

@@ -28,7 +28,7 @@ from ..hub.entity import Entity, Instance
 from ..hub.errors import NgsiError
 from ..hub.hub import Hub
 from ..hub.temporal_provision import history_of, provided_state
-from ..hub.timestamps import iso_from_epoch, now_iso
+from ..hub.timestamps import iso_from_epoch, iso_from_microseconds, now_iso
 from ..metrics import Metrics
 from ..store.contract import DEFAULT_TENANT
 from . import json_payload, ultralight
@@ -96,6 +96,7 @@ class Gateway:
         self._task: asyncio.Task[None] | None = None
         self._state_iri = ""
         self._dead_since_trim: dict[str, int] = {}
+        self._last_receipt: dict[tuple[str, str], int] = {}  # (tenant, device id) -> epoch microseconds
 
     async def start(self, capacity: int) -> None:
         self.intake = Intake(capacity)
@@ -158,9 +159,10 @@ class Gateway:
             profile = self.registry.profile(provisioned)
             try:
                 # groups without a timestamp take the receipt time, a microsecond apart in the order sent
+                groups = self._decode(message, profile)
                 readings = [
-                    self.mapper.instances(profile, group, iso_from_epoch(message.received + index * 1e-6, microseconds=True))
-                    for index, group in enumerate(self._decode(message, profile))
+                    self.mapper.instances(profile, group, iso_from_microseconds(at))
+                    for group, at in zip(groups, self._receipt_times(provisioned, message, len(groups)))
                 ]
             except PayloadError as exc:
                 self._refuse(tenants, provisioned.tenant, message, "malformed", str(exc))
@@ -174,6 +176,15 @@ class Gateway:
             if outcome is not Outcome.FAILED:
                 self.metrics.ingest_latency.observe(stored_at - message.received)
             _settle(message, outcome, detail)
+
+    def _receipt_times(self, provisioned: Provisioned, message: Message, count: int) -> range:
+        """The times, in epoch microseconds, of a message's readings that carry no timestamp:
+        its receipt time, one microsecond apart, and always after the device's previous ones, so
+        that two readings of one device never share an observedAt."""
+        key = (provisioned.tenant, provisioned.device.device_id)
+        first = max(round(message.received * 1e6), self._last_receipt.get(key, 0) + 1)
+        self._last_receipt[key] = first + count - 1
+        return range(first, first + count)
 
     async def _device_of(self, message: Message) -> Provisioned | None:
         found = self.registry.find(message.apikey, message.device_id)
