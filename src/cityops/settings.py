@@ -163,13 +163,15 @@ class Settings:
         "empty: the NGSI-LD core context (names go to the default vocabulary).",
     )  # fmt: skip
     ingest_queue: int = _setting(
-        20000, "CITYOPS_INGEST_QUEUE",
+        40000, "CITYOPS_INGEST_QUEUE",
         "Most measure messages the gateway holds before storing them. When it is full the gateway stops reading "
         "from the broker and HTTP ingest waits: intake slows, memory stays bounded, nothing is dropped.", int,
     )  # fmt: skip
     ingest_batch: int = _setting(
-        2000, "CITYOPS_INGEST_BATCH", "Most measure messages stored in one transaction.", int
-    )
+        20000, "CITYOPS_INGEST_BATCH",
+        "Most measure messages stored in one transaction. A batch is whatever waits, up to this: small while the "
+        "gateway keeps up, large when it falls behind, where one device's readings share one entity write.", int,
+    )  # fmt: skip
     ingest_max_payload: int = _setting(
         65536, "CITYOPS_INGEST_MAX_PAYLOAD", "Largest measure payload (bytes) a device may send; larger ones are dead letters.", int
     )
