@@ -137,4 +137,14 @@ def prepare_demo(settings: Settings, *, fresh: bool, console: Console) -> None:
         f"  the same as a GeoJSON map layer:\n    curl -g -H 'Accept: application/geo+json' '{base}/entities?type=Camera&limit=1000'",
         soft_wrap=True,
     )
+    root = f"http://{settings.host}:{settings.port}"
+    json_header = "-H 'Content-Type: application/json'"
+    console.print(
+        "  a device through the IoT gateway (FIWARE IoT agent API): provision it, send a reading, read its entity:\n"
+        f"    curl -X POST {root}/iot/services {json_header} -d '{{\"services\": [{{\"apikey\": \"demo\", \"resource\": \"/iot/d\", "
+        '"entity_type": "AirQualityObserved", "attributes": [{"object_id": "p", "name": "pm10", "type": "Number"}]}]}\'\n'
+        f"    curl -X POST '{root}/iot/d?k=demo&i=station-99' -d 'p|85'\n"
+        f"    curl {base}/entities/urn:ngsi-ld:AirQualityObserved:station-99",
+        soft_wrap=True, markup=False,
+    )  # fmt: skip
     console.print("Stop with Ctrl-C. Data stays in the file; 'cityops demo --keep' reuses it.")
