@@ -21,6 +21,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, made with openssl."""
+    certificate, key = directory / "broker.crt", directory / "broker.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(certificate),
+         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return certificate, key
+
+
 def mosquitto_available() -> bool:
     return Path(MOSQUITTO).exists()
 
@@ -28,7 +39,7 @@ def mosquitto_available() -> bool:
 class Mosquitto:
     """Persistence on (queued QoS 1 messages survive a restart), no queue limit, MQTT 3.1.1 and 5."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *, users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None):
         if not mosquitto_available():
             import pytest
 
@@ -49,6 +60,17 @@ class Mosquitto:
             f"log_dest file {directory}/mosquitto.log\n"
             + ("user root\n" if os.geteuid() == 0 else "")  # as root it would switch to a user that cannot write here
         )
+        if users:  # only these users, with their passwords
+            passwords = directory / "passwords"
+            for number, (user, password) in enumerate(users.items()):
+                create = ["-c"] if number == 0 else []
+                subprocess.run(["mosquitto_passwd", *create, "-b", str(passwords), user, password], check=True)
+            with self.config.open("a") as config:
+                config.write(f"password_file {passwords}\n")
+            self.config.write_text(self.config.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+        if tls:  # (certificate, key): the listener speaks TLS only
+            with self.config.open("a") as config:
+                config.write(f"certfile {tls[0]}\nkeyfile {tls[1]}\n")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -19,7 +19,7 @@ from cityops.api.app import CityOps, create_app
 from cityops.ingest.intake import Message, Outcome
 from cityops.ingest.mqtt_client import MqttConnection, MqttError
 from cityops.settings import Settings
-from mosquitto import Mosquitto
+from mosquitto import Mosquitto, self_signed_certificate
 
 SERVICE = {"fiware-service": "anyang", "fiware-servicepath": "/"}
 TENANT = {"NGSILD-Tenant": "anyang"}
@@ -232,3 +232,32 @@ def test_a_command_goes_to_the_device_and_its_result_comes_back(settings: Settin
         ).json()
         assert [i["value"] for i in history["dim_status"]] == ["PENDING", "DELIVERED", "OK"]
     device.close()
+
+
+@pytest.mark.service
+def test_a_broker_with_tls_and_passwords(settings: Settings, tmp_path: Path) -> None:
+    certificate, key = self_signed_certificate(tmp_path)
+    broker = Mosquitto(tmp_path, users={"gateway": "s3cret", "device": "d3vice"}, tls=(certificate, key))
+    broker.start()
+    try:
+        refused = Settings(**{**settings.__dict__, "mqtt_url": f"mqtts://gateway:wrong@127.0.0.1:{broker.port}",
+                              "mqtt_ca_file": str(certificate)})  # fmt: skip
+        with TestClient(create_app(refused), raise_server_exceptions=False) as client:
+            time.sleep(1.5)
+            assert not connected(client)  # a wrong password: not connected, retrying, a warning in the log
+        good = Settings(**{**settings.__dict__, "mqtt_url": f"mqtts://gateway:s3cret@127.0.0.1:{broker.port}",
+                           "mqtt_ca_file": str(certificate), "mqtt_client_id": "gw-tls"})  # fmt: skip
+        with TestClient(create_app(good), raise_server_exceptions=False) as client:
+            provision(client)
+            wait_for(lambda: connected(client), what="the gateway to connect over TLS")
+            device = paho.Client(CallbackAPIVersion.VERSION2, client_id="dev-tls")
+            device.username_pw_set("device", "d3vice")
+            device.tls_set(ca_certs=str(certificate))
+            device.connect("127.0.0.1", broker.port)
+            device.loop_start()
+            device.publish("/k1/secure-1/attrs", "t|30|s|1", qos=1).wait_for_publish(10)
+            device.loop_stop()
+            device.disconnect()
+            wait_for(lambda: seq_values(client, "secure-1") == [1], what="the reading sent over TLS")
+    finally:
+        broker.stop()
