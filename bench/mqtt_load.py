@@ -49,6 +49,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cityops.ingest.mqtt_client import string_field, varint
+
 from .hub import HOST, free_port, machine_cpu_ticks
 from .loadgen import _run_in_new_loop, event_loop_name
 
@@ -63,23 +65,8 @@ Payload = Callable[[int, int], bytes]
 
 
 # -- encoding --------------------------------------------------------------------------------
-def varint(n: int) -> bytes:
-    """MQTT's remaining length: 7 bits a byte, least significant first."""
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 _LENGTHS = [varint(n) for n in range(16384)]  # every remaining length of up to two bytes
 _PIDS = [n.to_bytes(2, "big") for n in range(65536)]
-
-
-def string_field(text: str) -> bytes:
-    data = text.encode()
-    return len(data).to_bytes(2, "big") + data
 
 
 def connect_packet(client_id: str, keepalive: int, clean: bool = True) -> bytes:

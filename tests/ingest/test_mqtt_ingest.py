@@ -4,6 +4,7 @@ storage, a broker restart in the middle of a stream, the gateway down while devi
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -235,15 +236,15 @@ def test_a_command_goes_to_the_device_and_its_result_comes_back(settings: Settin
 
 
 @pytest.mark.service
-def test_a_broker_with_tls_and_passwords(settings: Settings, tmp_path: Path) -> None:
+def test_a_broker_with_tls_and_passwords(settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     certificate, key = self_signed_certificate(tmp_path)
     broker = Mosquitto(tmp_path, users={"gateway": "s3cret", "device": "d3vice"}, tls=(certificate, key))
     broker.start()
     try:
         refused = Settings(**{**settings.__dict__, "mqtt_url": f"mqtts://gateway:wrong@127.0.0.1:{broker.port}",
                               "mqtt_ca_file": str(certificate)})  # fmt: skip
-        with TestClient(create_app(refused), raise_server_exceptions=False) as client:
-            time.sleep(1.5)
+        with caplog.at_level(logging.WARNING, logger="cityops.mqtt"), TestClient(create_app(refused), raise_server_exceptions=False) as client:
+            wait_for(lambda: "refused the connection" in caplog.text, what="the broker to refuse a wrong password")
             assert not connected(client)  # a wrong password: not connected, retrying, a warning in the log
         good = Settings(**{**settings.__dict__, "mqtt_url": f"mqtts://gateway:s3cret@127.0.0.1:{broker.port}",
                            "mqtt_ca_file": str(certificate), "mqtt_client_id": "gw-tls"})  # fmt: skip

@@ -20,7 +20,7 @@ from .entity import Entity, Instance, find_instance
 from .errors import AlreadyExists, BadRequestData, NgsiError, ResourceNotFound
 from .merge import is_delete_marker, merge_attribute, replace_attribute
 from .query import EntityQuery
-from .temporal_provision import history_of, provided_state
+from .temporal_provision import record_provided
 from .timestamps import now_iso
 
 log = logging.getLogger("cityops.hub")
@@ -106,9 +106,6 @@ class Hub:
         self.bus: Bus = bus if bus is not None else InProcessBus()
         self.max_batch_size = max_batch_size
 
-    async def _write(self, tenant: str, ids: list[str], work: UnitOfWork[Any]) -> Any:
-        return await self.apply(tenant, ids, work)
-
     async def apply(self, tenant: str, ids: list[str], work: UnitOfWork[Any], records: Sequence[RecordKey] = ()) -> Any:
         """Run a unit of work decided by a layer above the hub (the IoT gateway's ingest and
         provisioning): atomically, with the ``records`` it names loaded, its changes then published."""
@@ -123,7 +120,7 @@ class Hub:
                 raise AlreadyExists(f"entity {entity['id']} already exists", instance=entity["id"])
             writes.insert(entity)
 
-        await self._write(tenant, [entity["id"]], work)
+        await self.apply(tenant, [entity["id"]], work)
 
     async def provide_history(self, tenant: str, provided: Entity, *, existing_only: bool = False) -> bool:
         """Record a temporal representation (its instances into history, its newest values into the
@@ -134,10 +131,10 @@ class Hub:
             previous = current.get(entity_id)
             if previous is None and existing_only:
                 raise ResourceNotFound(f"entity {entity_id} does not exist", instance=entity_id)
-            writes.provide(provided_state(previous, provided, now_iso()), previous, history_of(provided))
+            record_provided(writes, previous, provided, now_iso())
             return previous is None
 
-        return await self._write(tenant, [entity_id], work)
+        return await self.apply(tenant, [entity_id], work)
 
     async def delete_temporal(self, tenant: str, entity_id: str) -> None:
         """Delete an entity's temporal representation: its current state (if any), then its history."""
@@ -157,7 +154,7 @@ class Hub:
         def work(current: Current, writes: WriteSet) -> None:
             writes.delete(_existing(current, entity_id), now_iso())
 
-        await self._write(tenant, [entity_id], work)
+        await self.apply(tenant, [entity_id], work)
 
     async def replace(self, tenant: str, entity: Entity) -> None:
         """PUT /entities/{id}: the new content takes the place of the old; creation time is kept."""
@@ -166,7 +163,7 @@ class Hub:
             previous = _existing(current, entity["id"])
             writes.replace(dict(entity, createdAt=previous["createdAt"]), previous)
 
-        await self._write(tenant, [entity["id"]], work)
+        await self.apply(tenant, [entity["id"]], work)
 
     async def merge(self, tenant: str, entity_id: str, fragment: Entity) -> None:
         """PATCH /entities/{id}: merge attributes (and add types and scopes) into the entity."""
@@ -175,7 +172,7 @@ class Hub:
             previous = _existing(current, entity_id)
             writes.replace(merged_entity(previous, fragment, now_iso()), previous)
 
-        await self._write(tenant, [entity_id], work)
+        await self.apply(tenant, [entity_id], work)
 
     async def append_attributes(self, tenant: str, entity_id: str, fragment: Entity, *, overwrite: bool = True) -> UpdateResult:
         """POST /entities/{id}/attrs: add attributes (and types, scopes), replacing existing ones
@@ -194,7 +191,7 @@ class Hub:
                 writes.replace(updated, previous)
             return result
 
-        return await self._write(tenant, [entity_id], work)
+        return await self.apply(tenant, [entity_id], work)
 
     async def update_attributes(self, tenant: str, entity_id: str, fragment: Entity) -> UpdateResult:
         """PATCH /entities/{id}/attrs: replace the instances with the same datasetId, add new
@@ -231,7 +228,7 @@ class Hub:
                 writes.replace(updated, previous)
             return result
 
-        return await self._write(tenant, [entity_id], work)
+        return await self.apply(tenant, [entity_id], work)
 
     async def update_attribute(self, tenant: str, entity_id: str, name: str, instance: Instance, *, partial: bool) -> None:
         """PATCH (partial: members merged into the instance) or PUT (whole) /entities/{id}/attrs/{attr}.
@@ -257,7 +254,7 @@ class Hub:
                 del attrs[name]
             writes.replace(_with_attrs(previous, attrs, now), previous)
 
-        await self._write(tenant, [entity_id], work)
+        await self.apply(tenant, [entity_id], work)
 
     async def delete_scope(self, tenant: str, entity_id: str) -> None:
         """DELETE /entities/{id}/attrs/scope: the entity loses its scopes."""
@@ -270,7 +267,7 @@ class Hub:
             updated["modifiedAt"] = now_iso()
             writes.replace(updated, previous)
 
-        await self._write(tenant, [entity_id], work)
+        await self.apply(tenant, [entity_id], work)
 
     async def delete_attribute(
         self, tenant: str, entity_id: str, name: str, *, dataset_id: str | None = None, delete_all: bool = False
@@ -295,7 +292,7 @@ class Hub:
                 del attrs[name]
             writes.replace(_with_attrs(previous, attrs, now_iso()), previous)
 
-        await self._write(tenant, [entity_id], work)
+        await self.apply(tenant, [entity_id], work)
 
     # -- batches -------------------------------------------------------------------------------
     def _check_batch(self, items: list[Any]) -> None:
@@ -317,7 +314,7 @@ class Hub:
                 result.success.append(entity["id"])
             return result
 
-        return await self._write(tenant, [e["id"] for e in entities], work)
+        return await self.apply(tenant, [e["id"] for e in entities], work)
 
     async def batch_upsert(self, tenant: str, entities: list[Entity], *, replace: bool) -> BatchResult:
         """Create what does not exist; replace (or, with ``replace`` off, update) what does."""
@@ -339,7 +336,7 @@ class Hub:
                 result.success.append(entity["id"])
             return result
 
-        return await self._write(tenant, [e["id"] for e in entities], work)
+        return await self.apply(tenant, [e["id"] for e in entities], work)
 
     @staticmethod
     def _upserted(previous: Entity, entity: Entity, replace: bool) -> Entity:
@@ -371,7 +368,7 @@ class Hub:
                     state[item["id"]] = after
             return result
 
-        return await self._write(tenant, [item["id"] for item in items], work)
+        return await self.apply(tenant, [item["id"] for item in items], work)
 
     async def batch_update(self, tenant: str, entities: list[Entity], *, overwrite: bool) -> BatchResult:
         """Append attributes to existing entities (noOverwrite keeps existing attributes)."""
@@ -417,7 +414,7 @@ class Hub:
                 result.success.append(entity_id)
             return result
 
-        return await self._write(tenant, list(entity_ids), work)
+        return await self.apply(tenant, list(entity_ids), work)
 
     async def purge(self, tenant: str, query: EntityQuery) -> int:
         """Delete, in one transaction, the entities ``query`` selects when it runs (at most one batch)."""

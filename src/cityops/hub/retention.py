@@ -4,11 +4,11 @@ say, so retention is enforced by the hub, not left to operators."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
 
+from ..periodic import Periodic
 from ..settings import parse_retention
 from ..store.contract import Store
 from .context import TermMap
@@ -43,23 +43,15 @@ class HistoryRetention:
     def __init__(self, store: Store, policy: RetentionPolicy):
         self.store = store
         self.policy = policy
-        self._task: asyncio.Task[None] | None = None
+        # a failed round is retried at the next: history is only ever kept too long, never lost early
+        self._periodic = Periodic("history-retention", CHECK_EVERY_SECONDS, self.enforce, "retention: removing old history failed")
 
     async def start(self) -> None:
         if self.policy:
-            self._task = asyncio.create_task(self._run(), name="history-retention")
+            await self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.enforce()
-            except Exception:  # retried at the next round; history is only ever kept too long, never lost early
-                log.exception("retention: removing old history failed; will retry")
-            await asyncio.sleep(CHECK_EVERY_SECONDS)
+        await self._periodic.stop()
 
     async def enforce(self, now: float | None = None) -> int:
         """Remove what is due in every tenant; how many attribute instances were removed."""

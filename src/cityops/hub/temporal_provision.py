@@ -4,6 +4,7 @@ and dataset, the most recent of them when it is newer than what the entity holds
 
 from __future__ import annotations
 
+from .changes import WriteSet
 from .entity import Entity, Instance, find_instance, stamp_replacing
 from .timestamps import parse_datetime
 
@@ -49,6 +50,18 @@ def provided_state(previous: Entity | None, provided: Entity, now: str) -> Entit
             elif (_time_of(fresh) or float("inf")) >= (_time_of(current[index]) or float("-inf")):
                 current[index] = stamp_replacing(fresh, current[index], now)
     return state
+
+
+def record_provided(writes: WriteSet, previous: Entity | None, provided: Entity, now: str, *, start: Entity | None = None) -> None:
+    """Record ``provided`` in a unit of work: its instances into history, the newest into the entity's
+    state. ``start``: the state to begin from when the entity does not exist yet (a device's entity
+    as provisioning makes it), else ``previous``."""
+    writes.provide(provided_state(start if previous is None and start is not None else previous, provided, now), previous, history_of(provided))
+
+
+def observed_property(value: object, observed: str, now: str) -> Instance:
+    """A Property instance observed at ``observed``, written at ``now``."""
+    return {"type": "Property", "value": value, "observedAt": observed, "createdAt": now, "modifiedAt": now}
 
 
 def history_of(provided: Entity) -> tuple[tuple[str, Instance], ...]:

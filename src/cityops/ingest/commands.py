@@ -25,9 +25,10 @@ from ..hub.changes import WriteSet
 from ..hub.entity import Entity
 from ..hub.errors import BadRequestData, ResourceNotFound
 from ..hub.hub import Hub
-from ..hub.temporal_provision import history_of, provided_state
+from ..hub.temporal_provision import observed_property, record_provided
 from ..hub.timestamps import now_iso
 from ..metrics import Metrics
+from ..periodic import Periodic
 from . import json_payload, ultralight
 from .mapping import Mapper
 from .payload import PayloadError
@@ -52,8 +53,7 @@ class Commands:
         self.metrics = metrics
         self.publish: Publisher | None = None
         self._http = httpx.AsyncClient(timeout=timeout)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._delivering = Periodic("device-commands", 1.0, self.deliver_owed, "delivering device commands failed")
         self._next_try: dict[tuple[str, str], tuple[float, float]] = {}  # (tenant, key) -> (when, back-off)
 
     # -- asking ------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ class Commands:
 
         await self.hub.apply(tenant, [provisioned.device.entity_name], work, [(COMMAND, key)])
         self._next_try.pop((tenant, key), None)
-        self._wake.set()
+        self._delivering.wake()
 
     def _set_status(self, current: Mapping[str, Entity | None], writes: WriteSet, provisioned: Provisioned, command: str,
                     status: str, info: Any, value: Any = None) -> None:  # fmt: skip
@@ -85,18 +85,9 @@ class Commands:
         if entity is None:
             return
         now = now_iso()
-        attrs: dict[str, list[dict[str, Any]]] = {}
-
-        def put(name: str, data: Any) -> None:
-            attrs[self.mapper.terms.expand(name)] = [{"type": "Property", "value": data, "observedAt": now, "createdAt": now, "modifiedAt": now}]
-
-        put(f"{command}_status", status)
-        if info is not None:
-            put(f"{command}_info", info)
-        if value is not None:
-            put(command, value)
-        provided = {"id": entity["id"], "type": entity["type"], "attrs": attrs}
-        writes.provide(provided_state(entity, provided, now), entity, history_of(provided))
+        values = {f"{command}_status": status, f"{command}_info": info, command: value}
+        attrs = {self.mapper.terms.expand(name): [observed_property(data, now, now)] for name, data in values.items() if data is not None}
+        record_provided(writes, entity, {"id": entity["id"], "type": entity["type"], "attrs": attrs}, now)
 
     async def _settle(self, tenant: str, device_id: str, command: str, status: str, info: Any) -> None:
         """Record a command's new status; it is no longer owed unless DELIVERED (awaiting its result)."""
@@ -149,31 +140,14 @@ class Commands:
             raise BadRequestData(str(exc)) from None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="device-commands")
+        await self._delivering.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._delivering.stop()
 
     async def close(self) -> None:
         await self.stop()
         await self._http.aclose()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.deliver_owed()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("delivering device commands failed; trying again")
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), 1.0)
-            except TimeoutError:
-                pass
 
     async def deliver_owed(self) -> None:
         now = time.time()

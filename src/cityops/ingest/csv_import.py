@@ -78,7 +78,8 @@ def read_devices(path: Path, service_path: str = "/") -> tuple[list[Row], list[t
         total += 1
         try:
             body = device_body(record)
-            Device.parse(body, service_path, None if body.get("entity_type") else _any_type(), "row")
+            # a row without entity_type takes its service group's on the server: check it as if it had one
+            Device.parse({"entity_type": "Device", **body}, service_path, None, "row")
         except ProvisioningError as exc:
             bad.append((line, exc.detail.removeprefix("row: ")))
             continue
@@ -88,13 +89,6 @@ def read_devices(path: Path, service_path: str = "/") -> tuple[list[Row], list[t
             continue
         good.append(Row(line, body))
     return good, bad, total
-
-
-def _any_type() -> Any:
-    """Rows without an entity_type take their service group's; check them as if they had one."""
-    from .provisioning import ServiceGroup
-
-    return ServiceGroup(apikey="-", resource="/iot/d", entity_type="Device")
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, str]]]:

@@ -27,7 +27,7 @@ from ..hub.changes import RecordKey, WriteSet
 from ..hub.entity import Entity, Instance
 from ..hub.errors import NgsiError
 from ..hub.hub import Hub
-from ..hub.temporal_provision import history_of, provided_state
+from ..hub.temporal_provision import observed_property, record_provided
 from ..hub.timestamps import iso_from_epoch, iso_from_microseconds, now_iso
 from ..metrics import Metrics
 from ..store.contract import DEFAULT_TENANT
@@ -330,9 +330,8 @@ class Gateway:
                 previous = current.get(entity_id)
                 base = previous if previous is not None else self.provisioner.new_entity(profile, now)
                 if profile.timeout is not None and device_state(base, self._state_iri) != "online":
-                    attrs[self._state_iri] = [{"type": "Property", "value": "online", "observedAt": now, "createdAt": now, "modifiedAt": now}]
-                provided = {"id": entity_id, "type": base["type"], "attrs": attrs}
-                writes.provide(provided_state(base, provided, now), previous, history_of(provided))
+                    attrs[self._state_iri] = [observed_property("online", now, now)]
+                record_provided(writes, previous, {"id": entity_id, "type": base["type"], "attrs": attrs}, now, start=base)
             for device_id, at in seen.items():
                 writes.put_record(SEEN, device_id, {"at": at})
             for refusal in part.refused:

@@ -10,7 +10,6 @@ restart, the records and the entities say which devices are overdue.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -19,9 +18,10 @@ from ..hub.changes import WriteSet
 from ..hub.entity import Entity
 from ..hub.errors import NgsiError
 from ..hub.hub import Hub
-from ..hub.temporal_provision import history_of, provided_state
+from ..hub.temporal_provision import observed_property, record_provided
 from ..hub.timestamps import iso_from_epoch, now_iso
 from ..metrics import Metrics
+from ..periodic import Periodic
 from .mapping import Mapper
 from .registry import SEEN, DeviceRegistry, Provisioned
 
@@ -41,27 +41,14 @@ class Liveness:
         self._seen: dict[tuple[str, str], float] = {}
         self._versions: dict[str, int] = {}
         self._marked: set[tuple[str, str]] = set()  # marked offline and not heard from since
-        self._task: asyncio.Task[None] | None = None
+        self._checking = Periodic("liveness", interval, self.check, "device liveness check failed")
 
     async def start(self) -> None:
         self.state_iri = self.mapper.terms.expand(DEVICE_STATE)
-        self._task = asyncio.create_task(self._run(), name="liveness")
+        await self._checking.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("device liveness check failed; trying again")
-            await asyncio.sleep(self.interval)
+        await self._checking.stop()
 
     async def check(self, now: float | None = None) -> int:
         """Mark every overdue device offline; how many were marked."""
@@ -72,9 +59,8 @@ class Liveness:
             key = (provisioned.tenant, provisioned.device.device_id)
             if key in self._marked:
                 continue
-            due = self._seen.get(key, provisioned.created) + timeout
-            if due <= now:
-                overdue.setdefault(provisioned.tenant, []).append((provisioned, due))
+            if self._seen.get(key, provisioned.created) + timeout <= now:
+                overdue.setdefault(provisioned.tenant, []).append((provisioned, timeout))
         marked = 0
         for tenant, devices in overdue.items():
             marked += await self._mark(tenant, devices, now)
@@ -90,25 +76,24 @@ class Liveness:
                     self._marked.discard((tenant, device_id))
 
     async def _mark(self, tenant: str, devices: list[tuple[Provisioned, float]], now: float) -> int:
-        by_entity = {p.device.entity_name: p for p, _ in devices}
-        timeouts = {p.device.device_id: due - self._seen.get((tenant, p.device.device_id), p.created) for p, due in devices}
+        """Mark these (device, timeout) offline, each unless its record says it spoke meanwhile."""
+        by_entity = {p.device.entity_name: (p, timeout) for p, timeout in devices}
 
         def work(current: Mapping[str, Entity | None], writes: WriteSet) -> list[tuple[str, str]]:
             stamp = now_iso()
             done = []
-            for entity_id, provisioned in by_entity.items():
+            for entity_id, (provisioned, timeout) in by_entity.items():
                 device_id = provisioned.device.device_id
                 seen = writes.record(SEEN, device_id)
-                due = (seen["at"] if seen is not None else provisioned.created) + timeouts[device_id]
+                due = (seen["at"] if seen is not None else provisioned.created) + timeout
                 if due > now:
                     continue  # it spoke after we looked
                 entity = current.get(entity_id)
                 done.append((tenant, device_id))
                 if entity is None or device_state(entity, self.state_iri) == "offline":
                     continue
-                instance = {"type": "Property", "value": "offline", "observedAt": iso_from_epoch(due), "createdAt": stamp, "modifiedAt": stamp}
-                provided = {"id": entity_id, "type": entity["type"], "attrs": {self.state_iri: [instance]}}
-                writes.provide(provided_state(entity, provided, stamp), entity, history_of(provided))
+                offline = observed_property("offline", iso_from_epoch(due), stamp)
+                record_provided(writes, entity, {"id": entity_id, "type": entity["type"], "attrs": {self.state_iri: [offline]}}, stamp)
             return done
 
         try:

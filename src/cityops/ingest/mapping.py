@@ -164,7 +164,7 @@ class Mapper:
         named["location"] = (AttributeMapping("location", "location", "geo:json"), _point(lat, lon, "location"))
 
     @staticmethod
-    def _instance(name: str, mapping: AttributeMapping | None, value: Any, observed: str) -> Instance:
+    def _instance(name: str, mapping: AttributeMapping | None, value: Any, observed: str | None) -> Instance:
         kind = mapping.type if mapping else "Property"
         if kind in GEO_TYPES:
             instance: Instance = {"type": "GeoProperty", "value": value}
@@ -180,12 +180,13 @@ class Mapper:
             except BadRequestData as exc:
                 raise PayloadError(exc.detail) from None
             instance = {"type": "Property", "value": value}
-        instance["observedAt"] = observed
+        if observed is not None:  # static attributes are not observations
+            instance["observedAt"] = observed
         if mapping is not None and mapping.unit_code:
             instance["unitCode"] = mapping.unit_code
         return instance
 
-    def static_instances(self, profile: DeviceProfile, now: str) -> dict[str, Instance]:
+    def static_instances(self, profile: DeviceProfile) -> dict[str, Instance]:
         """The device's static attributes as instances (written when its entity is made)."""
         result: dict[str, Instance] = {}
         for item in profile.static_attributes:
@@ -196,7 +197,5 @@ class Mapper:
                 value = _geometry(value, kind, f"static attribute {item['name']!r}")
             elif kind not in ("Relationship",):
                 value = convert(value, kind, f"static attribute {item['name']!r}")
-            instance = self._instance(item["name"], mapping, value, now)
-            del instance["observedAt"]
-            result[self.terms.expand(item["name"])] = instance
+            result[self.terms.expand(item["name"])] = self._instance(item["name"], mapping, value, None)
         return result

@@ -102,7 +102,6 @@ class MqttIntake:
         self.connection: MqttConnection | None = None
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._last_received = 0.0
 
     @property
     def where(self) -> str:
@@ -177,14 +176,10 @@ class MqttIntake:
             connection.ping()
 
     def _messages(self, publishes: list[Publish], acknowledgements: _Acknowledgements) -> list[Message]:
-        # Receipt times are the readings' observedAt when a payload has none: strictly increasing,
-        # so two messages of one chunk never share one.
-        received = max(time.time(), self._last_received + 1e-5)
-        self._last_received = received + len(publishes) * 1e-5
+        received = time.time()  # the gateway keeps each device's receipt times apart (Gateway._receipt_times)
         messages = []
         client_id = self.client_id
-        for index, publish in enumerate(publishes):
-            received += 1e-5 if index else 0.0
+        for publish in publishes:
             on_done = acknowledgements.slot(publish.packet_id) if publish.qos else None
             topic = publish.topic
             parsed = parse_topic(topic)

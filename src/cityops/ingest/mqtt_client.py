@@ -28,6 +28,7 @@ class MqttError(Exception):
 
 
 def varint(n: int) -> bytes:
+    """MQTT's variable byte integer (remaining lengths, property lengths): 7 bits a byte, least significant first."""
     out = bytearray()
     while True:
         n, digit = divmod(n, 128)
@@ -36,7 +37,7 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _string(text: str) -> bytes:
+def string_field(text: str) -> bytes:
     data = text.encode()
     return len(data).to_bytes(2, "big") + data
 
@@ -61,21 +62,21 @@ def connect_packet(client_id: str, keepalive: int, *, clean_start: bool, session
     properties = b"\x11" + session_expiry.to_bytes(4, "big") + b"\x21" + receive_maximum.to_bytes(2, "big")
     flags = (0x02 if clean_start else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
     body = b"\x00\x04MQTT\x05" + bytes([flags]) + keepalive.to_bytes(2, "big") + varint(len(properties)) + properties
-    body += _string(client_id)
+    body += string_field(client_id)
     if username is not None:
-        body += _string(username)
+        body += string_field(username)
     if password is not None:
-        body += _string(password)
+        body += string_field(password)
     return bytes([CONNECT << 4]) + varint(len(body)) + body
 
 
 def subscribe_packet(packet_id: int, filters: Iterable[str], qos: int) -> bytes:
-    body = packet_id.to_bytes(2, "big") + b"\x00" + b"".join(_string(f) + bytes([qos]) for f in filters)
+    body = packet_id.to_bytes(2, "big") + b"\x00" + b"".join(string_field(f) + bytes([qos]) for f in filters)
     return bytes([(SUBSCRIBE << 4) | 0x02]) + varint(len(body)) + body
 
 
 def publish_packet(topic: str, payload: bytes, qos: int, packet_id: int = 0) -> bytes:
-    body = _string(topic) + (packet_id.to_bytes(2, "big") if qos else b"") + b"\x00" + payload
+    body = string_field(topic) + (packet_id.to_bytes(2, "big") if qos else b"") + b"\x00" + payload
     return bytes([(PUBLISH << 4) | (qos << 1)]) + varint(len(body)) + body
 
 

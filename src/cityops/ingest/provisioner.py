@@ -108,28 +108,29 @@ class Provisioner:
         profiles = {d.device_id: DeviceProfile.of(tenant, d, self._group_for(tenant, {"apikey": d.apikey})) for d in devices}
         entities = {d.device_id: self.new_entity(profiles[d.device_id], now_iso()) for d in devices}
 
-        def work(current: Mapping[str, Entity | None], writes: WriteSet) -> list[Device]:
+        def work(current: Mapping[str, Entity | None], writes: WriteSet) -> list[Provisioned]:
             made = []
             for device in devices:
                 if writes.record(DEVICE, device.device_id) is not None:
                     if existing_ok:
                         continue
                     raise AlreadyExists(f"device {device.device_id} is already provisioned")
-                writes.put_record(DEVICE, device.device_id, {"device": device.to_json(), "created": created})
+                provisioned = Provisioned(tenant, device, created)
+                writes.put_record(DEVICE, device.device_id, provisioned.record())
                 if current.get(device.entity_name) is None:
                     writes.insert(entities[device.device_id])
-                made.append(device)
+                made.append(provisioned)
             return made
 
         made = await self.hub.apply(tenant, [d.entity_name for d in devices], work, [(DEVICE, i) for i in ids])
-        for device in made:
-            self.registry.take(tenant, DEVICE, device.device_id, {"device": device.to_json(), "created": created})
-        return made
+        for provisioned in made:
+            self.registry.take(tenant, DEVICE, provisioned.device.device_id, provisioned.record())
+        return [p.device for p in made]
 
     def new_entity(self, profile: DeviceProfile, now: str) -> Entity:
         """The entity a device's readings go to, as it is before its first reading."""
         device = profile.device
-        attrs = {iri: [stamp_replacing(instance, None, now)] for iri, instance in self.mapper.static_instances(profile, now).items()}
+        attrs = {iri: [stamp_replacing(instance, None, now)] for iri, instance in self.mapper.static_instances(profile).items()}
         entity: Entity = {
             "id": device.entity_name,
             "type": [self.mapper.terms.expand(device.entity_type)],
@@ -143,28 +144,28 @@ class Provisioner:
 
     async def devices(self, tenant: str, limit: int, offset: int) -> tuple[list[Provisioned], int]:
         rows = await self.hub.store.records(tenant, DEVICE, limit=limit, offset=offset)
-        found = [Provisioned(tenant, Device.from_json(doc["device"]), doc["created"]) for _, doc in rows]
+        found = [Provisioned.from_record(tenant, doc) for _, doc in rows]
         return found, await self.hub.store.record_count(tenant, DEVICE)
 
     async def device(self, tenant: str, device_id: str) -> Provisioned:
         doc = await self.hub.store.record(tenant, DEVICE, device_id)
         if doc is None:
             raise ResourceNotFound(f"device {device_id} is not provisioned", instance=device_id)
-        return Provisioned(tenant, Device.from_json(doc["device"]), doc["created"])
+        return Provisioned.from_record(tenant, doc)
 
     async def update_device(self, tenant: str, device_id: str, changes: Any) -> Device:
-        def work(current: Mapping[str, Entity | None], writes: WriteSet) -> dict[str, Any]:
+        def work(current: Mapping[str, Entity | None], writes: WriteSet) -> Provisioned:
             doc = writes.record(DEVICE, device_id)
             if doc is None:
                 raise ResourceNotFound(f"device {device_id} is not provisioned", instance=device_id)
-            device = Device.from_json(doc["device"]).updated(changes)
-            updated = {"device": device.to_json(), "created": doc["created"]}
-            writes.put_record(DEVICE, device_id, updated)
+            before = Provisioned.from_record(tenant, doc)
+            updated = Provisioned(tenant, before.device.updated(changes), before.created)
+            writes.put_record(DEVICE, device_id, updated.record())
             return updated
 
         updated = await self.hub.apply(tenant, [], work, [(DEVICE, device_id)])
-        self.registry.take(tenant, DEVICE, device_id, updated)
-        return Device.from_json(updated["device"])
+        self.registry.take(tenant, DEVICE, device_id, updated.record())
+        return updated.device
 
     async def delete_device(self, tenant: str, device_id: str) -> None:
         def work(current: Mapping[str, Entity | None], writes: WriteSet) -> None:

@@ -7,10 +7,10 @@ is indexed across tenants: an API key belongs to one service group, a device id 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
+from ..periodic import Periodic
 from ..store.contract import DEFAULT_TENANT, Store
 from .provisioning import Device, DeviceProfile, ServiceGroup
 
@@ -30,6 +30,14 @@ class Provisioned:
     device: Device
     created: float
 
+    @classmethod
+    def from_record(cls, tenant: str, doc: dict) -> Provisioned:
+        return cls(tenant, Device.from_json(doc["device"]), doc["created"])
+
+    def record(self) -> dict:
+        """The DEVICE record that keeps it."""
+        return {"device": self.device.to_json(), "created": self.created}
+
 
 class DeviceRegistry:
     def __init__(self, store: Store, refresh_interval: float = 1.0):
@@ -41,25 +49,14 @@ class DeviceRegistry:
         self._device_by_key: dict[tuple[str, str], Provisioned] = {}  # (apikey, device id)
         self._profiles: dict[tuple[str, str], DeviceProfile] = {}  # (tenant, device id)
         self._versions: dict[tuple[str, str], int] = {}  # (tenant, kind) -> version seen
-        self._task: asyncio.Task[None] | None = None
+        self._following = Periodic("device-registry", refresh_interval, self.refresh, "could not refresh the device registry")
 
     async def start(self) -> None:
         await self.refresh()
-        self._task = asyncio.create_task(self._follow(), name="device-registry")
+        await self._following.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_interval)
-            try:
-                await self.refresh()
-            except Exception:  # a database hiccup must not stop the cache from following later
-                log.exception("could not refresh the device registry; retrying")
+        await self._following.stop()
 
     async def refresh(self, tenant: str | None = None) -> None:
         """Take in every group and device written since the last refresh (by any process)."""
@@ -69,10 +66,7 @@ class DeviceRegistry:
                 since = self._versions.get((name, kind), 0)
                 version, changed = await self.store.records_changed(name, kind, since)
                 for key, doc in changed:
-                    if kind == GROUP:
-                        self._take_group(name, key, None if doc is None else ServiceGroup.from_json(doc))
-                    else:
-                        self._take_device(name, key, None if doc is None else Provisioned(name, Device.from_json(doc["device"]), doc["created"]))
+                    self.take(name, kind, key, doc)
                 self._versions[(name, kind)] = max(since, version)
 
     def _take_group(self, tenant: str, key: str, group: ServiceGroup | None) -> None:
@@ -117,11 +111,11 @@ class DeviceRegistry:
         return found[1] if found is not None and found[0] == provisioned.tenant else None
 
     def take(self, tenant: str, kind: str, key: str, doc: dict | None) -> None:
-        """A record this process just wrote: into the cache at once (the poll would catch it later)."""
+        """A group or device record as written (by this process at once, by others when polled); None: deleted."""
         if kind == GROUP:
             self._take_group(tenant, key, None if doc is None else ServiceGroup.from_json(doc))
         elif kind == DEVICE:
-            self._take_device(tenant, key, None if doc is None else Provisioned(tenant, Device.from_json(doc["device"]), doc["created"]))
+            self._take_device(tenant, key, None if doc is None else Provisioned.from_record(tenant, doc))
 
     def with_timeout(self) -> list[tuple[Provisioned, float]]:
         """Every device expected to report at least every so many seconds, with that interval."""
